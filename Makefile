@@ -1,0 +1,47 @@
+# learncredits: `make run` starts the service with a demo org; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help run test test-sqlite test-postgres check lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP) ## install, migrate, create the demo org on first run, and serve on SQLite
+	$(BIN)/learncredits migrate --verbosity 0
+	$(BIN)/learncredits demo --host $(HOST) --port $(PORT)
+	$(BIN)/learncredits serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) ## install and run the whole test suite on SQLite, then on PostgreSQL
+	$(BIN)/python scripts/run_tests.py
+
+test-sqlite: $(STAMP) ## the suite on SQLite only
+	$(BIN)/python scripts/run_tests.py --only sqlite
+
+test-postgres: $(STAMP) ## the suite on PostgreSQL only
+	$(BIN)/python scripts/run_tests.py --only postgres
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+
+typecheck: $(STAMP) ## mypy with django-stubs
+	$(BIN)/mypy src
+
+check: lint typecheck test ## everything CI runs
+
+bench: $(STAMP) ## benchmarks with their baselines (see docs/benchmarks.md)
+	$(BIN)/python bench/run_all.py
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

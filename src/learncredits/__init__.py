@@ -1,0 +1,1 @@
+"""learncredits: the credits and billing engine of a training marketplace."""

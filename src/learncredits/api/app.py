@@ -1,0 +1,468 @@
+"""The v1 HTTP API (API.md). Views only parse, authorize, call one service function and shape
+the answer; every rule lives in the services and the domain."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Query
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import Field
+
+from learncredits import ids
+from learncredits.api import schemas as s
+from learncredits.api import serializers as out
+from learncredits.api.auth import BearerAuth, caller, decode_or_404, org_for, require_operator
+from learncredits.api.problems import from_domain_error, problem, validation_problem
+from learncredits.catalog.models import Content
+from learncredits.catalog.services import create_content, current_price_book, set_price_book
+from learncredits.credits import actions
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.queries import balance_view
+from learncredits.domain import pricing
+from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
+from learncredits.tenancy import services as tenancy
+from learncredits.tenancy.models import Employee, Organization
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="learncredits",
+    version="1",
+    description="Credits and billing for training marketplaces. See API.md.",
+    auth=BearerAuth(),
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+    urls_namespace="api-v1",
+)
+
+ERRORS: dict[int, Any] = {
+    400: s.Problem, 401: s.Problem, 403: s.Problem, 404: s.Problem, 409: s.Problem,
+    413: s.Problem, 422: s.Problem,
+}
+
+
+def responses(status: int, schema: Any, *extra: int) -> dict[int, Any]:
+    answer: dict[int, Any] = {status: schema}
+    answer.update({code: s.Problem for code in (*ERRORS, *extra)})
+    return answer
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@api.exception_handler(DomainError)
+def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    return from_domain_error(exc)
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    problems = [
+        {"loc": _clean_loc(err.get("loc", ())), "msg": str(err.get("msg", "")),
+         "type": str(err.get("type", ""))}
+        for err in exc.errors
+    ]
+    summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:5])
+    return validation_problem(summary or "invalid request", problems)
+
+
+def _clean_loc(loc: Any) -> list[str]:
+    """ninja nests a body parameter under its own name ("body", "body", "quantity")."""
+    parts = [str(p) for p in loc]
+    if parts[:2] == ["body", "body"] or parts[:2] == ["query", "params"]:
+        parts = parts[:1] + parts[2:]
+    return parts
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return problem(401, "unauthenticated", "Unauthenticated", "a valid bearer token is required")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 401:
+        return _auth_error(request, AuthenticationError())
+    return validation_problem(str(exc), status=exc.status_code)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    if isinstance(exc, RequestDataTooBig):
+        return validation_problem("the request body is too large", status=413)
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+# --- lists ---------------------------------------------------------------------------------
+
+
+class ListParams(s.Schema):
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=64)
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not valid") from None
+    if value < 1:
+        raise ValidationFailed("cursor is not valid")
+    return value
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def paginate(
+    queryset: QuerySet[Any], params: ListParams, render: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat."""
+    after = _decode_cursor(params.cursor)
+    if after is not None:
+        queryset = queryset.filter(pk__lt=after)
+    rows = list(queryset.order_by("-pk")[: params.limit + 1])
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    return {
+        "data": [render(row) for row in rows],
+        "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None,
+    }
+
+
+# --- organizations (operator) --------------------------------------------------------------
+
+
+@api.post("/orgs", response=responses(201, s.OrgOut), tags=["operator"])
+def create_org(request: HttpRequest, body: s.OrgIn) -> tuple[int, dict[str, Any]]:
+    require_operator(request)
+    org = tenancy.create_org(
+        name=body.name,
+        billing_email=body.billing_email,
+        timezone_name=body.timezone,
+        alert_threshold=body.alert_threshold,
+    )
+    return 201, out.org(org)
+
+
+@api.get("/orgs", response=responses(200, s.OrgPage), tags=["operator"])
+def list_orgs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
+    require_operator(request)
+    return paginate(Organization.objects.all(), params, out.org)
+
+
+@api.patch("/orgs/{org_id}", response=responses(200, s.OrgOut), tags=["operator"])
+def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, Any]:
+    require_operator(request)
+    org = org_for(request, org_id)
+    changes = body.model_dump(exclude_unset=True)
+    nulls = [field for field, value in changes.items() if value is None]
+    if nulls:
+        raise ValidationFailed(f"{', '.join(nulls)} must not be null")
+    return out.org(tenancy.update_org(org, changes))
+
+
+@api.post("/orgs/{org_id}/api-keys", response=responses(201, s.ApiKeyOut), tags=["operator"])
+def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> tuple[int, Any]:
+    require_operator(request)
+    org = org_for(request, org_id)
+    key, secret = tenancy.create_api_key(org, name=body.name)
+    return 201, {"id": ids.encode("api_key", key.pk), "key": secret}
+
+
+@api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
+def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> tuple[int, Any]:
+    require_operator(request)
+    org = org_for(request, org_id)
+    membership = tenancy.create_user(
+        org, email=body.email, name=body.name, role=body.role, password=body.password
+    )
+    return 201, out.user(membership)
+
+
+@api.post(
+    "/orgs/{org_id}/adjustments", response=responses(201, s.LedgerEntryOut), tags=["operator"]
+)
+def create_adjustment(request: HttpRequest, org_id: str, body: s.AdjustmentIn) -> tuple[int, Any]:
+    principal = require_operator(request)
+    org = org_for(request, org_id)
+    entry = actions.adjust_credits(org, body.credits, reason=body.reason, actor=principal.label)
+    return 201, out.ledger_entry(entry)
+
+
+# --- catalog and pricing -------------------------------------------------------------------
+
+
+@api.post("/content", response=responses(201, s.ContentOut), tags=["operator"])
+def post_content(request: HttpRequest, body: s.ContentIn) -> tuple[int, Any]:
+    require_operator(request)
+    item = create_content(
+        title=body.title,
+        premium=body.premium,
+        credit_cost=body.credit_cost,
+        xapi_activity_id=body.xapi_activity_id,
+    )
+    return 201, out.content(item)
+
+
+@api.get("/content", response=responses(200, s.ContentPage), tags=["catalog"])
+def list_content(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
+    return paginate(Content.objects.all(), params, out.content)
+
+
+@api.put("/pricing", response=responses(200, s.PriceBookOut), tags=["operator"])
+def put_pricing(request: HttpRequest, body: s.PriceBookIn) -> dict[str, Any]:
+    principal = require_operator(request)
+    book = set_price_book(
+        body.retail_unit_price_cents,
+        [pricing.Tier(t.min_quantity, t.unit_price_cents) for t in body.tiers],
+        actor=principal.label,
+    )
+    return out.price_book(book)
+
+
+@api.get("/pricing", response=responses(200, s.PriceBookOut), tags=["catalog"])
+def get_pricing(request: HttpRequest) -> dict[str, Any]:
+    return out.price_book(current_price_book())
+
+
+class QuoteParams(s.Schema):
+    quantity: int = Field(..., ge=1, le=pricing.MAX_PURCHASE_QUANTITY)
+
+
+@api.get("/pricing/quote", response=responses(200, s.QuoteOut), tags=["catalog"])
+def get_quote(request: HttpRequest, params: Query[QuoteParams]) -> dict[str, Any]:
+    return out.quote(pricing.quote(current_price_book(), params.quantity))
+
+
+# --- one organization ----------------------------------------------------------------------
+
+
+@api.get("/orgs/{org_id}", response=responses(200, s.OrgOut), tags=["orgs"])
+def get_org(request: HttpRequest, org_id: str) -> dict[str, Any]:
+    return out.org(org_for(request, org_id))
+
+
+@api.get("/orgs/{org_id}/balance", response=responses(200, s.BalanceOut), tags=["orgs"])
+def get_balance(request: HttpRequest, org_id: str) -> dict[str, Any]:
+    return out.balance(balance_view(org_for(request, org_id)))
+
+
+@api.post("/orgs/{org_id}/employees", response=responses(201, s.EmployeeOut), tags=["employees"])
+def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> tuple[int, Any]:
+    org = org_for(request, org_id)
+    return 201, out.employee(tenancy.create_employee(org, name=body.name, email=body.email))
+
+
+@api.get("/orgs/{org_id}/employees", response=responses(200, s.EmployeePage), tags=["employees"])
+def list_employees(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+    org = org_for(request, org_id)
+    return paginate(Employee.objects.filter(org=org), params, out.employee)
+
+
+@api.post(
+    "/orgs/{org_id}/employees/{employee_id}/deactivate",
+    response=responses(200, s.EmployeeOut),
+    tags=["employees"],
+)
+def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> Any:
+    org = org_for(request, org_id)
+    pk = decode_or_404("employee", employee_id, "employee")
+    employee = actions.deactivate_employee(org, pk, actor=caller(request).label)
+    return out.employee(employee)
+
+
+@api.post(
+    "/orgs/{org_id}/purchases", response=responses(201, s.PurchaseOut, 402), tags=["purchases"]
+)
+def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> tuple[int, Any]:
+    org = org_for(request, org_id)
+    purchase = actions.purchase_credits(
+        org,
+        body.quantity,
+        actor=caller(request).label,
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
+    return 201, out.purchase(purchase)
+
+
+@api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])
+def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+    org = org_for(request, org_id)
+    return paginate(Purchase.objects.filter(org=org), params, out.purchase)
+
+
+@api.get(
+    "/orgs/{org_id}/purchases/{purchase_id}",
+    response=responses(200, s.PurchaseOut),
+    tags=["purchases"],
+)
+def get_purchase(request: HttpRequest, org_id: str, purchase_id: str) -> Any:
+    org = org_for(request, org_id)
+    pk = decode_or_404("purchase", purchase_id, "purchase")
+    found = Purchase.objects.filter(org=org, pk=pk).first()
+    if found is None:
+        raise NotFound("purchase not found")
+    return out.purchase(found)
+
+
+# --- assignments ---------------------------------------------------------------------------
+
+
+def _decode_all(kind: str, values: list[str], what: str) -> list[int]:
+    decoded = [(value, ids.decode(kind, value)) for value in values]
+    unknown = [value for value, pk in decoded if pk is None]
+    if unknown:
+        raise NotFound(f"{len(unknown)} {what}(s) not found", missing_employee_ids=unknown)
+    return [pk for _, pk in decoded if pk is not None]
+
+
+@api.post(
+    "/orgs/{org_id}/assignments", response=responses(201, s.BulkAssignOut), tags=["assignments"]
+)
+def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> tuple[int, Any]:
+    org = org_for(request, org_id)
+    content_pk = decode_or_404("content", body.content_id, "content")
+    employee_pks = _decode_all("employee", body.employee_ids, "employee")
+    try:
+        result = actions.assign_bulk(
+            org, content_id=content_pk, employee_ids=employee_pks, actor=caller(request).label
+        )
+    except NotFound as exc:
+        missing = exc.extra.get("missing_employee_ids")
+        if isinstance(missing, list):
+            exc.extra["missing_employee_ids"] = [
+                ids.encode("employee", pk) if isinstance(pk, int) else pk for pk in missing
+            ]
+        raise
+    except DomainError as exc:
+        inactive = exc.extra.get("inactive_employee_ids")
+        if isinstance(inactive, list):
+            exc.extra["inactive_employee_ids"] = [ids.encode("employee", pk) for pk in inactive]
+        raise
+    return 201, {
+        "data": [out.assignment(a) for a in result.created],
+        "skipped": [ids.encode("employee", pk) for pk in result.skipped_employee_ids],
+    }
+
+
+class AssignmentFilter(ListParams):
+    status: Literal["assigned", "started", "completed", "cancelled"] | None = None
+    employee_id: str | None = Field(None, max_length=40)
+    content_id: str | None = Field(None, max_length=40)
+
+
+@api.get(
+    "/orgs/{org_id}/assignments", response=responses(200, s.AssignmentPage), tags=["assignments"]
+)
+def list_assignments(request: HttpRequest, org_id: str, params: Query[AssignmentFilter]) -> Any:
+    org = org_for(request, org_id)
+    queryset = Assignment.objects.filter(org=org)
+    if params.status:
+        queryset = queryset.filter(status=params.status)
+    if params.employee_id is not None:
+        employee_pk = decode_or_404("employee", params.employee_id, "employee")
+        if not Employee.objects.filter(org=org, pk=employee_pk).exists():
+            raise NotFound("employee not found")
+        queryset = queryset.filter(employee_id=employee_pk)
+    if params.content_id is not None:
+        content_pk = decode_or_404("content", params.content_id, "content")
+        queryset = queryset.filter(content_id=content_pk)
+    return paginate(queryset, params, out.assignment)
+
+
+def _assignment_pk(assignment_id: str) -> int:
+    return decode_or_404("assignment", assignment_id, "assignment")
+
+
+@api.get(
+    "/orgs/{org_id}/assignments/{assignment_id}",
+    response=responses(200, s.AssignmentOut),
+    tags=["assignments"],
+)
+def get_assignment(request: HttpRequest, org_id: str, assignment_id: str) -> Any:
+    org = org_for(request, org_id)
+    found = Assignment.objects.filter(org=org, pk=_assignment_pk(assignment_id)).first()
+    if found is None:
+        raise NotFound("assignment not found")
+    return out.assignment(found)
+
+
+def _lifecycle_route(verb: str, action: Callable[..., Assignment]) -> None:
+    def view(request: HttpRequest, org_id: str, assignment_id: str) -> Any:
+        org = org_for(request, org_id)
+        assignment = action(org, _assignment_pk(assignment_id), actor=caller(request).label)
+        return out.assignment(assignment)
+
+    view.__name__ = f"{verb}_assignment"
+    api.post(
+        f"/orgs/{{org_id}}/assignments/{{assignment_id}}/{verb}",
+        response=responses(200, s.AssignmentOut),
+        tags=["assignments"],
+        operation_id=f"{verb}_assignment",
+    )(view)
+
+
+_lifecycle_route("start", actions.start_assignment)
+_lifecycle_route("complete", actions.complete_assignment)
+_lifecycle_route("cancel", actions.cancel_assignment)
+
+
+@api.post(
+    "/orgs/{org_id}/assignments/{assignment_id}/reassign",
+    response=responses(200, s.AssignmentOut),
+    tags=["assignments"],
+)
+def reassign(request: HttpRequest, org_id: str, assignment_id: str, body: s.ReassignIn) -> Any:
+    org = org_for(request, org_id)
+    employee_pk = decode_or_404("employee", body.employee_id, "employee")
+    assignment = actions.reassign_assignment(
+        org, _assignment_pk(assignment_id), employee_id=employee_pk, actor=caller(request).label
+    )
+    return out.assignment(assignment)
+
+
+# --- ledger --------------------------------------------------------------------------------
+
+
+class LedgerParams(ListParams):
+    format: Literal["json", "csv"] = "json"
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _ledger_csv(org: Organization) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(out.LEDGER_FIELDS)
+    entries = LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000)
+    for entry in entries:
+        row = out.ledger_entry(entry)
+        yield writer.writerow(["" if row[f] is None else row[f] for f in out.LEDGER_FIELDS])
+
+
+@api.get("/orgs/{org_id}/ledger", response=responses(200, s.LedgerPage), tags=["ledger"])
+def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -> Any:
+    """The org's ledger, newest first; ``format=csv`` downloads all of it, oldest first."""
+    org = org_for(request, org_id)
+    if params.format == "csv":
+        response = StreamingHttpResponse(_ledger_csv(org), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
+        return response
+    return paginate(LedgerEntry.objects.filter(org=org), params, out.ledger_entry)

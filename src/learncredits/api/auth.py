@@ -1,0 +1,73 @@
+"""Who is calling the API, and which organization they may reach.
+
+An org key reaching into another org gets 404, exactly like an id that does not exist, so
+a key can never learn which other org ids exist. An org key on an operator-only endpoint
+gets 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from learncredits import ids
+from learncredits.domain.errors import Forbidden, NotFound, Unauthenticated
+from learncredits.tenancy.models import Organization
+from learncredits.tenancy.services import Principal, authenticate_token, get_org
+
+_CACHE_ATTR = "_learncredits_principal"
+
+
+def principal_for(request: HttpRequest) -> Principal | None:
+    """Authenticate the bearer token once per request (the middleware and views share it)."""
+    if not hasattr(request, _CACHE_ATTR):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        principal = None
+        if scheme.lower() == "bearer" and token and len(token) <= 512:
+            principal = authenticate_token(token)
+        setattr(request, _CACHE_ATTR, principal)
+    return getattr(request, _CACHE_ATTR)  # type: ignore[no-any-return]
+
+
+class BearerAuth(HttpBearer):
+    """Bearer authentication that answers 401 problem+json instead of ninja's default."""
+
+    def __call__(self, request: HttpRequest) -> Principal:
+        principal = principal_for(request)
+        if principal is None:
+            raise Unauthenticated("a valid bearer token is required")
+        return principal
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        return principal_for(request)
+
+
+def caller(request: HttpRequest) -> Principal:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    return principal
+
+
+def require_operator(request: HttpRequest) -> Principal:
+    principal = caller(request)
+    if not principal.is_operator:
+        raise Forbidden("this endpoint is for the operator only")
+    return principal
+
+
+def org_for(request: HttpRequest, org_id: str) -> Organization:
+    """The org named in the path, if the caller may reach it; otherwise 404."""
+    principal = caller(request)
+    pk = ids.decode("org", org_id)
+    if pk is None or (not principal.is_operator and principal.org_id != pk):
+        raise NotFound("organization not found")
+    return get_org(pk)
+
+
+def decode_or_404(kind: str, value: str, what: str) -> int:
+    pk = ids.decode(kind, value)
+    if pk is None:
+        raise NotFound(f"{what} not found")
+    return pk

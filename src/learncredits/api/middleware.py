@@ -1,0 +1,143 @@
+"""API middleware: body size limit, problem+json for framework errors, and idempotency.
+
+Idempotency (API.md): the key is claimed by inserting a row that a unique constraint
+guards, in the same transaction as the request's effect, and the answer is stored in that
+row before commit. Two requests with one key therefore cannot both take effect: the second
+waits on the unique index until the first commits, then replays its answer. A crash before
+commit leaves neither the effect nor the claim behind, so a retry simply runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from learncredits.api.auth import principal_for
+from learncredits.api.models import IdempotencyRecord
+from learncredits.api.problems import PROBLEM_CONTENT_TYPE, problem, validation_problem
+
+API_PREFIX = "/api/v1/"
+MAX_KEY_LENGTH = 255
+
+
+def _too_large() -> HttpResponse:
+    limit = settings.LEARNCREDITS_MAX_BODY_BYTES
+    return validation_problem(f"the request body exceeds {limit} bytes", status=413)
+
+
+class ApiBodyLimitMiddleware:
+    """Refuse oversized API bodies with 413, and give framework-made errors our shape."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return validation_problem("Content-Length is not a number", status=400)
+        if length > settings.LEARNCREDITS_MAX_BODY_BYTES:
+            return _too_large()
+        response = self.get_response(request)
+        content_type = response.get("Content-Type", "")
+        if response.status_code >= 400 and not content_type.startswith(
+            (PROBLEM_CONTENT_TYPE, "application/json")
+        ):
+            return _as_problem(response)
+        return response
+
+
+def _as_problem(response: HttpResponse) -> HttpResponse:
+    status = response.status_code
+    if status == 404:
+        return problem(404, "not_found", "Not found", "no such endpoint")
+    if status == 405:
+        out = problem(405, "method_not_allowed", "Method not allowed",
+                      "this endpoint does not accept that method")
+        if response.has_header("Allow"):
+            out["Allow"] = response["Allow"]
+        return out
+    if status == 413:
+        return _too_large()
+    if status < 500:
+        return validation_problem("the request could not be processed", status=status)
+    return problem(status, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+def _canonical_body(body: bytes) -> bytes:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    return json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode()
+
+
+class IdempotencyMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or key is None or not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        if not 1 <= len(key) <= MAX_KEY_LENGTH:
+            return validation_problem(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters"
+            )
+        principal = principal_for(request)
+        if principal is None:
+            return self.get_response(request)  # the view answers 401
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            return _too_large()
+        digest = hashlib.sha256(
+            b"POST\n" + request.path.encode() + b"\n" + _canonical_body(body)
+        ).hexdigest()
+        return self._once(request, principal.scope, key, digest)
+
+    def _once(self, request: HttpRequest, scope: str, key: str, digest: str) -> HttpResponse:
+        cutoff = timezone.now() - timedelta(seconds=settings.LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS)
+        with transaction.atomic():
+            IdempotencyRecord.objects.filter(scope=scope, key=key, created_at__lt=cutoff).delete()
+            try:
+                with transaction.atomic():
+                    record = IdempotencyRecord.objects.create(
+                        scope=scope, key=key, request_hash=digest
+                    )
+            except IntegrityError:
+                return self._replay(scope, key, digest)
+            response = self.get_response(request)
+            if response.status_code >= 500 or response.streaming:
+                transaction.set_rollback(True)
+                return response
+            record.status_code = response.status_code
+            record.content_type = response.get("Content-Type", "application/json")
+            record.body = response.content
+            record.save(update_fields=["status_code", "content_type", "body"])
+            return response
+
+    def _replay(self, scope: str, key: str, digest: str) -> HttpResponse:
+        first = IdempotencyRecord.objects.get(scope=scope, key=key)
+        if first.request_hash != digest:
+            return problem(
+                422,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different request",
+            )
+        response = HttpResponse(
+            bytes(first.body), status=first.status_code, content_type=first.content_type
+        )
+        response["Idempotent-Replayed"] = "true"
+        return response

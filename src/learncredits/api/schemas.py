@@ -1,0 +1,230 @@
+"""Request and response shapes of the v1 API.
+
+Inputs are strict: integers must be JSON integers (``1.5``, ``"10"``, ``true`` and ``1e3``
+are refused), strings must be strings, and unknown fields are refused, so a typo never
+silently does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from ninja import Schema
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Email = Annotated[StrictStr, Field(min_length=3, max_length=254)]
+PublicId = Annotated[StrictStr, Field(min_length=1, max_length=40)]
+
+
+class StrictIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+class OrgIn(StrictIn):
+    name: Name
+    billing_email: Email
+    timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] = "UTC"
+    alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] = 0
+
+
+class OrgPatch(StrictIn):
+    name: Name | None = None
+    billing_email: Email | None = None
+    timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] | None = None
+
+
+class ApiKeyIn(StrictIn):
+    name: Name
+
+
+class ContentIn(StrictIn):
+    title: Annotated[StrictStr, Field(min_length=1, max_length=300)]
+    premium: StrictBool
+    credit_cost: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+    xapi_activity_id: Annotated[StrictStr, Field(min_length=1, max_length=2000)] | None = None
+
+
+class TierIn(StrictIn):
+    min_quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    unit_price_cents: Annotated[StrictInt, Field(ge=1, le=100_000_000)]
+
+
+class PriceBookIn(StrictIn):
+    retail_unit_price_cents: Annotated[StrictInt, Field(ge=1, le=100_000_000)]
+    currency: Literal["USD"] = "USD"
+    tiers: Annotated[list[TierIn], Field(min_length=1, max_length=50)]
+
+
+class AdjustmentIn(StrictIn):
+    credits: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+
+
+class UserIn(StrictIn):
+    email: Email
+    name: Name
+    role: Literal["admin", "learner"]
+    password: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
+
+
+class EmployeeIn(StrictIn):
+    name: Name
+    email: Email
+
+
+class PurchaseIn(StrictIn):
+    quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+
+
+class AssignIn(StrictIn):
+    content_id: PublicId
+    employee_ids: Annotated[list[PublicId], Field(min_length=1, max_length=10_000)]
+
+
+class ReassignIn(StrictIn):
+    employee_id: PublicId
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+class OrgOut(Schema):
+    id: str
+    name: str
+    billing_email: str
+    timezone: str
+    alert_threshold: int
+    created_at: str
+
+
+class ApiKeyOut(Schema):
+    id: str
+    key: str
+
+
+class BalanceOut(Schema):
+    credits: int
+    assigned: int
+    available: int
+    at_risk: bool
+    period: str
+    overage_credits_this_period: int
+
+
+class EmployeeOut(Schema):
+    id: str
+    name: str
+    email: str
+    active: bool
+
+
+class ContentOut(Schema):
+    id: str
+    title: str
+    premium: bool
+    credit_cost: int
+    xapi_activity_id: str | None
+
+
+class TierOut(Schema):
+    min_quantity: int
+    unit_price_cents: int
+
+
+class PriceBookOut(Schema):
+    retail_unit_price_cents: int
+    currency: str
+    tiers: list[TierOut]
+
+
+class QuoteOut(Schema):
+    quantity: int
+    unit_price_cents: int
+    total_cents: int
+    retail_total_cents: int
+    savings_cents: int
+    currency: str
+    better_quantity: int | None
+    better_total_cents: int | None
+
+
+class PurchaseOut(Schema):
+    id: str
+    quantity: int
+    unit_price_cents: int
+    total_cents: int
+    currency: str
+    status: Literal["pending", "paid", "failed"]
+    invoice_id: str | None
+    created_at: str
+
+
+class AssignmentOut(Schema):
+    id: str
+    content_id: str
+    employee_id: str
+    status: Literal["assigned", "started", "completed", "cancelled"]
+    credit_cost: int
+    charged_credits: int
+    overage_credits: int
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    cancelled_at: str | None
+
+
+class BulkAssignOut(Schema):
+    data: list[AssignmentOut]
+    skipped: list[str]
+
+
+class LedgerEntryOut(Schema):
+    id: str
+    type: str
+    credits_delta: int
+    assigned_delta: int
+    overage_credits: int
+    credits_after: int
+    assigned_after: int
+    assignment_id: str | None
+    purchase_id: str | None
+    actor: str
+    reason: str
+    created_at: str
+
+
+class UserOut(Schema):
+    id: str
+    email: str
+    name: str
+    role: Literal["admin", "learner"]
+
+
+class Problem(Schema):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+def page_of(item: type[Schema]) -> type[Schema]:
+    """A list answer: ``{"data": [...], "next_cursor": null | "..."}``."""
+    return type(
+        f"{item.__name__.removesuffix('Out')}Page",
+        (Schema,),
+        {"__annotations__": {"data": list[item], "next_cursor": str | None}},  # type: ignore[valid-type]
+    )
+
+
+OrgPage = page_of(OrgOut)
+EmployeePage = page_of(EmployeeOut)
+ContentPage = page_of(ContentOut)
+PurchasePage = page_of(PurchaseOut)
+AssignmentPage = page_of(AssignmentOut)
+LedgerPage = page_of(LedgerEntryOut)

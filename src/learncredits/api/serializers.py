@@ -1,0 +1,141 @@
+"""Model rows to API objects: public ids, integer money, ISO 8601 UTC times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from learncredits import ids
+from learncredits.catalog.models import Content
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.queries import BalanceView
+from learncredits.domain.pricing import PriceBook, Quote
+from learncredits.tenancy.models import Employee, Membership, Organization
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def org(o: Organization) -> dict[str, Any]:
+    return {
+        "id": ids.encode("org", o.pk),
+        "name": o.name,
+        "billing_email": o.billing_email,
+        "timezone": o.timezone,
+        "alert_threshold": o.alert_threshold,
+        "created_at": iso(o.created_at),
+    }
+
+
+def balance(b: BalanceView) -> dict[str, Any]:
+    return {
+        "credits": b.credits,
+        "assigned": b.assigned,
+        "available": b.available,
+        "at_risk": b.at_risk,
+        "period": b.period,
+        "overage_credits_this_period": b.overage_credits_this_period,
+    }
+
+
+def employee(e: Employee) -> dict[str, Any]:
+    return {"id": ids.encode("employee", e.pk), "name": e.name, "email": e.email,
+            "active": e.active}
+
+
+def content(c: Content) -> dict[str, Any]:
+    return {
+        "id": ids.encode("content", c.pk),
+        "title": c.title,
+        "premium": c.premium,
+        "credit_cost": c.credit_cost,
+        "xapi_activity_id": c.xapi_activity_id,
+    }
+
+
+def price_book(book: PriceBook) -> dict[str, Any]:
+    return {
+        "retail_unit_price_cents": book.retail_unit_price_cents,
+        "currency": book.currency,
+        "tiers": [
+            {"min_quantity": t.min_quantity, "unit_price_cents": t.unit_price_cents}
+            for t in book.tiers
+        ],
+    }
+
+
+def quote(q: Quote) -> dict[str, Any]:
+    return {
+        "quantity": q.quantity,
+        "unit_price_cents": q.unit_price_cents,
+        "total_cents": q.total_cents,
+        "retail_total_cents": q.retail_total_cents,
+        "savings_cents": q.savings_cents,
+        "currency": q.currency,
+        "better_quantity": q.better_quantity,
+        "better_total_cents": q.better_total_cents,
+    }
+
+
+def purchase(p: Purchase) -> dict[str, Any]:
+    return {
+        "id": ids.encode("purchase", p.pk),
+        "quantity": p.quantity,
+        "unit_price_cents": p.unit_price_cents,
+        "total_cents": p.total_cents,
+        "currency": p.currency,
+        "status": p.status,
+        "invoice_id": None,
+        "created_at": iso(p.created_at),
+    }
+
+
+def assignment(a: Assignment) -> dict[str, Any]:
+    return {
+        "id": ids.encode("assignment", a.pk),
+        "content_id": ids.encode("content", a.content_id),
+        "employee_id": ids.encode("employee", a.employee_id),
+        "status": a.status,
+        "credit_cost": a.credit_cost,
+        "charged_credits": a.charged_credits,
+        "overage_credits": a.overage_credits,
+        "created_at": iso(a.created_at),
+        "started_at": iso(a.started_at),
+        "completed_at": iso(a.completed_at),
+        "cancelled_at": iso(a.cancelled_at),
+    }
+
+
+LEDGER_FIELDS = (
+    "id", "type", "credits_delta", "assigned_delta", "overage_credits", "credits_after",
+    "assigned_after", "assignment_id", "purchase_id", "actor", "reason", "created_at",
+)
+
+
+def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": ids.encode("ledger", e.pk),
+        "type": e.type,
+        "credits_delta": e.credits_delta,
+        "assigned_delta": e.assigned_delta,
+        "overage_credits": e.overage_credits,
+        "credits_after": e.credits_after,
+        "assigned_after": e.assigned_after,
+        "assignment_id": ids.encode("assignment", e.assignment_id),
+        "purchase_id": ids.encode("purchase", e.purchase_id),
+        "actor": e.actor,
+        "reason": e.reason,
+        "created_at": iso(e.created_at),
+    }
+
+
+def user(m: Membership) -> dict[str, Any]:
+    return {
+        "id": ids.encode("user", m.user.pk),
+        "email": m.user.email,
+        "name": m.user.first_name,
+        "role": m.role,
+    }

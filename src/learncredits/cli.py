@@ -1,0 +1,24 @@
+"""The ``learncredits`` command: Django's manage.py with our commands' dashed names.
+
+``learncredits verify-ledger`` runs the ``verify_ledger`` management command, and every
+Django command (``migrate``, ``createsuperuser``, ``shell`` ...) works as with manage.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv if argv is None else argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "learncredits.settings")
+    if len(args) > 1 and not args[1].startswith("-"):
+        args[1] = args[1].replace("-", "_")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Balances, the append-only ledger, credit lots, assignments and purchases.
+
+The models are thin: every change goes through credits/actions.py. The invariants live in
+the database as CHECK constraints, a partial unique index, and triggers that refuse any
+UPDATE or DELETE of a ledger entry or a lot draw (see migration 0002).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from learncredits.catalog.models import Content
+from learncredits.tenancy.models import Employee, Organization
+
+
+class Balance(models.Model):
+    """One row per org; the row every write path locks, so writes to one org serialize."""
+
+    org = models.OneToOneField(
+        Organization, primary_key=True, on_delete=models.PROTECT, related_name="balance"
+    )
+    credits = models.BigIntegerField(default=0)
+    assigned = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gte=0), name="balance_credits_nonneg"),
+            models.CheckConstraint(condition=Q(assigned__gte=0), name="balance_assigned_nonneg"),
+        ]
+
+
+class Purchase(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+        FAILED = "failed"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="purchases")
+    quantity = models.IntegerField()
+    unit_price_cents = models.BigIntegerField()
+    total_cents = models.BigIntegerField()
+    retail_unit_price_cents = models.BigIntegerField()
+    currency = models.CharField(max_length=3, default="USD")
+    # pending until the provider answers; paid adds the credits (exactly once); failed adds none.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    provider = models.CharField(max_length=32)
+    provider_reference = models.CharField(max_length=200, blank=True, default="")
+    failure_reason = models.CharField(max_length=500, blank=True, default="")
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-id"], name="purchase_org_id")]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="purchase_quantity_pos"),
+            models.CheckConstraint(
+                condition=Q(total_cents=F("quantity") * F("unit_price_cents")),
+                name="purchase_total_consistent",
+            ),
+        ]
+
+
+class CreditLot(models.Model):
+    """Credits added together at one unit price (a purchase, or a grant at 0).
+
+    Consumption draws lots first in, first out; ``remaining`` is what is left of this lot.
+    """
+
+    class Kind(models.TextChoices):
+        PURCHASE = "purchase"
+        GRANT = "grant"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="lots")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    purchase = models.OneToOneField(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="lot"
+    )
+    quantity = models.BigIntegerField()
+    remaining = models.BigIntegerField()
+    unit_price_cents = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["org", "id"], name="lot_open_fifo", condition=Q(remaining__gt=0)
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="lot_quantity_pos"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0, remaining__lte=F("quantity")),
+                name="lot_remaining_within_quantity",
+            ),
+            models.CheckConstraint(condition=Q(unit_price_cents__gte=0), name="lot_price_nonneg"),
+        ]
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        ASSIGNED = "assigned"
+        STARTED = "started"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="assignments")
+    content = models.ForeignKey(Content, on_delete=models.PROTECT)
+    employee = models.ForeignKey(Employee, on_delete=models.PROTECT)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ASSIGNED)
+    # Fixed at assign time: a later change of the catalog does not reprice a reservation.
+    credit_cost = models.IntegerField()
+    # Set at start: paid from the balance, and billed at retail on the monthly invoice.
+    charged_credits = models.IntegerField(default=0)
+    overage_credits = models.IntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["org", "-id"], name="assignment_org_id"),
+            models.Index(fields=["org", "employee", "status"], name="assignment_org_emp_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "employee", "content"],
+                condition=Q(status__in=["assigned", "started"]),
+                name="assignment_one_open_per_employee_content",
+            ),
+            models.CheckConstraint(
+                condition=Q(credit_cost__gte=0, charged_credits__gte=0, overage_credits__gte=0),
+                name="assignment_amounts_nonneg",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["assigned", "cancelled"], charged_credits=0,
+                            overage_credits=0)
+                | Q(status__in=["started", "completed"],
+                    credit_cost=F("charged_credits") + F("overage_credits")),
+                name="assignment_charge_matches_status",
+            ),
+        ]
+
+
+class LedgerEntry(models.Model):
+    """One change to an org's balance, append-only: corrections are new entries.
+
+    ``credits_after``/``assigned_after`` are the balance right after this entry, so the
+    balance at any point in history is one row away.
+    """
+
+    class Type(models.TextChoices):
+        PURCHASE = "purchase"
+        GRANT = "grant"
+        ADJUSTMENT = "adjustment"
+        RESERVE = "reserve"
+        RELEASE = "release"
+        CONSUME = "consume"
+        REASSIGN = "reassign"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="ledger")
+    type = models.CharField(max_length=16, choices=Type.choices)
+    credits_delta = models.BigIntegerField(default=0)
+    assigned_delta = models.BigIntegerField(default=0)
+    # Credits of a consume entry not covered by the balance, billed at the retail price below.
+    overage_credits = models.BigIntegerField(default=0)
+    retail_unit_price_cents = models.BigIntegerField(null=True, blank=True)
+    credits_after = models.BigIntegerField()
+    assigned_after = models.BigIntegerField()
+    assignment = models.ForeignKey(
+        Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger"
+    )
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger"
+    )
+    lot = models.ForeignKey(
+        CreditLot, null=True, blank=True, on_delete=models.PROTECT, related_name="created_by"
+    )
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["org", "-id"], name="ledger_org_id"),
+            models.Index(fields=["org", "created_at"], name="ledger_org_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credits_after__gte=0, assigned_after__gte=0, overage_credits__gte=0),
+                name="ledger_after_nonneg",
+            ),
+            models.CheckConstraint(
+                condition=Q(overage_credits=0) | Q(retail_unit_price_cents__isnull=False),
+                name="ledger_overage_has_price",
+            ),
+        ]
+
+
+class LotDraw(models.Model):
+    """Which lot paid for how many credits of one ledger entry: the cost basis. Append-only."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="draws")
+    lot = models.ForeignKey(CreditLot, on_delete=models.PROTECT, related_name="draws")
+    quantity = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="lotdraw_quantity_pos"),
+        ]

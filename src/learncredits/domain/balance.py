@@ -1,0 +1,34 @@
+"""Balance arithmetic (SPEC.md sections 1, 2 and 4): what each action does to the counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Counters:
+    credits: int
+    assigned: int
+
+    @property
+    def available(self) -> int:
+        return self.credits - self.assigned
+
+
+@dataclass(frozen=True)
+class StartSplit:
+    """How the cost of a started assignment is paid: from the balance, and the overage."""
+
+    from_balance: int
+    overage: int
+
+
+def split_start(cost: int, credits: int) -> StartSplit:
+    """from_balance = min(c, credits); the rest is overage billed at the retail price."""
+    from_balance = min(cost, credits)
+    return StartSplit(from_balance=from_balance, overage=cost - from_balance)
+
+
+def is_at_risk(counters: Counters, alert_threshold: int) -> bool:
+    """At risk: something is reserved and available has reached the org's threshold."""
+    return counters.assigned > 0 and counters.available <= alert_threshold

@@ -1,0 +1,59 @@
+"""The domain's error tree. Each class maps once to an HTTP problem code (api/problems.py)."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every refusal the domain makes; ``code`` is stable and machine-readable."""
+
+    code = "invalid_request"
+    title = "Request refused"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(DomainError):
+    """An unknown id, or another org's id: the two are deliberately indistinguishable."""
+
+    code = "not_found"
+    title = "Not found"
+
+
+class ValidationFailed(DomainError):
+    code = "validation_error"
+    title = "Invalid request"
+
+
+class InvalidState(DomainError):
+    """An illegal lifecycle transition, or a uniqueness rule the request would break."""
+
+    code = "invalid_state"
+    title = "Invalid state"
+
+
+class InsufficientCredits(DomainError):
+    code = "insufficient_credits"
+    title = "Insufficient credits"
+
+
+class EmployeeInactive(DomainError):
+    code = "employee_inactive"
+    title = "Employee inactive"
+
+
+class PaymentFailed(DomainError):
+    code = "payment_failed"
+    title = "Payment failed"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    title = "Unauthenticated"

@@ -1,0 +1,29 @@
+"""Billing periods: calendar months in the org's own time zone."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from learncredits.domain.errors import ValidationFailed
+
+_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def period_of(moment: datetime, tz_name: str) -> str:
+    """The ``YYYY-MM`` period a moment belongs to, in the org's time zone."""
+    local = moment.astimezone(ZoneInfo(tz_name))
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def period_bounds(period: str, tz_name: str) -> tuple[datetime, datetime]:
+    """The first instant of the period and of the next one, as aware datetimes."""
+    match = _PERIOD.match(period)
+    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
+        raise ValidationFailed("period must be YYYY-MM")
+    year, month = int(match.group(1)), int(match.group(2))
+    tz = ZoneInfo(tz_name)
+    start = datetime(year, month, 1, tzinfo=tz)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tz)
+    return start, end

@@ -1,0 +1,104 @@
+"""``learncredits demo``: on an empty database, a demo organization to look around in.
+
+It goes through the same services as the API (purchase, assign, start), so the demo's
+ledger is a real one. Its credentials are written to ``var/demo-credentials.txt`` (the API
+key is stored hashed, so that file is the only place it can be read again).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from learncredits.catalog.models import Content
+from learncredits.catalog.services import create_content
+from learncredits.credits import actions
+from learncredits.tenancy import services as tenancy
+from learncredits.tenancy.models import Organization
+
+ACTOR = "system:demo"
+PREMIUM = [
+    ("Sexual Harassment Prevention", 1),
+    ("Workplace Safety Essentials", 1),
+    ("Data Privacy and GDPR", 2),
+    ("Anti-Bribery and Corruption", 1),
+]
+FREE = ["Welcome to the Team", "Time Management Basics"]
+PEOPLE = [
+    "Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra",
+    "Barbara Liskov", "Donald Knuth", "Frances Allen", "Ken Thompson", "Margaret Hamilton",
+    "Dennis Ritchie", "Radia Perlman",
+]
+
+
+def credentials_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-credentials.txt"
+
+
+class Command(BaseCommand):
+    help = "Create a demo organization when the database has none; print how to use it."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        url = f"http://{options['host']}:{options['port']}"
+        if Organization.objects.exists():
+            path = credentials_file()
+            if path.exists():
+                self.stdout.write(path.read_text().replace("{url}", url))
+            else:
+                self.stdout.write("learncredits: organizations exist; no demo created.")
+            return
+        text = self._create()
+        path = credentials_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o600)
+        self.stdout.write(text.replace("{url}", url))
+
+    def _create(self) -> str:
+        org = tenancy.create_org(
+            name="Acme Training Co", billing_email="billing@acme.example", timezone_name="UTC"
+        )
+        if not Content.objects.exists():
+            for title, cost in PREMIUM:
+                create_content(title=title, premium=True, credit_cost=cost, xapi_activity_id=None)
+            for title in FREE:
+                create_content(title=title, premium=False, credit_cost=0, xapi_activity_id=None)
+        employees = [
+            tenancy.create_employee(
+                org, name=name, email=name.lower().replace(" ", ".") + "@acme.example"
+            )
+            for name in PEOPLE
+        ]
+        actions.purchase_credits(org, 100, actor=ACTOR)
+        harassment = Content.objects.get(title=PREMIUM[0][0])
+        result = actions.assign_bulk(
+            org, content_id=harassment.pk, employee_ids=[e.pk for e in employees[:8]], actor=ACTOR
+        )
+        for assignment in result.created[:3]:
+            actions.start_assignment(org, assignment.pk, actor=ACTOR)
+        welcome = Content.objects.get(title=FREE[0])
+        actions.assign_bulk(
+            org, content_id=welcome.pk, employee_ids=[e.pk for e in employees], actor=ACTOR
+        )
+        _, key = tenancy.create_api_key(org, name="demo key")
+        password = secrets.token_urlsafe(12)
+        tenancy.create_user(
+            org, email="admin@acme.example", name="Demo Admin", role="admin", password=password
+        )
+        return (
+            "learncredits demo organization\n"
+            f"  organization: {org.name} (org_{org.pk})\n"
+            "  open:         {url}/api/v1/docs\n"
+            f"  API key:      {key}\n"
+            f"  admin login:  admin@acme.example / {password}\n"
+            f"  try:          curl -H 'Authorization: Bearer {key}' "
+            f"{{url}}/api/v1/orgs/org_{org.pk}/balance\n"
+        )

@@ -1,0 +1,105 @@
+"""``learncredits serve``: the web app and API under gunicorn, plus the background worker.
+
+The worker runs as a child process supervised by this command (restarted if it dies)
+rather than as a thread inside gunicorn: gunicorn forks its web workers, and forking a
+process that runs a thread holding a lock (a database connection, logging) can deadlock
+the child. One command still starts everything; ``--no-worker`` leaves the worker out.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from learncredits.wsgi import application
+
+        return application
+
+
+class _WorkerSupervisor:
+    """Keeps one ``learncredits worker`` child running until stopped."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="worker-supervisor", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "learncredits.cli", "worker"], env=os.environ.copy()
+            )
+            self.process.wait()
+            if not self.stopping.wait(2):
+                sys.stderr.write("learncredits: background worker exited; restarting\n")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Command(BaseCommand):
+    help = "Serve the web app and API with gunicorn, and run the background worker."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+        parser.add_argument("--threads", type=int, default=4, help="threads per web worker")
+        parser.add_argument("--no-worker", action="store_true", help="do not run the worker")
+        parser.add_argument("--timeout", type=int, default=30)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        supervisor = None if options["no_worker"] else _WorkerSupervisor()
+        if supervisor:
+            supervisor.start()
+        self.stdout.write(
+            f"learncredits: serving http://{options['host']}:{options['port']}/ "
+            f"({options['workers']} workers"
+            f"{'' if supervisor else ', no background worker'})"
+        )
+        started = time.monotonic()
+        try:
+            _Gunicorn(
+                {
+                    "bind": f"{options['host']}:{options['port']}",
+                    "workers": options["workers"],
+                    "threads": options["threads"],
+                    "worker_class": "gthread",
+                    "timeout": options["timeout"],
+                    "graceful_timeout": 10,
+                    "accesslog": "-" if os.environ.get("LEARNCREDITS_ACCESS_LOG") else None,
+                    "errorlog": "-",
+                    "loglevel": "warning",
+                    "limit_request_line": 8190,
+                }
+            ).run()
+        finally:
+            if supervisor:
+                supervisor.stop()
+            self.stdout.write(f"learncredits: stopped after {time.monotonic() - started:.0f}s")

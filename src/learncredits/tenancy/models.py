@@ -1,0 +1,82 @@
+"""Who exists and who may act: organizations, their employees, API keys and sign-in accounts.
+
+Every org-owned row carries ``org`` and every uniqueness rule is scoped by it, so the data
+can be sharded by organization (SPEC.md section 8).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone as dj_timezone
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    billing_email = models.EmailField(max_length=254)
+    timezone = models.CharField(max_length=64, default="UTC")
+    # At risk when assigned > 0 and available <= alert_threshold (SPEC.md section 4).
+    alert_threshold = models.IntegerField(default=0)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Employee(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="employees")
+    name = models.CharField(max_length=200)
+    # Stored lower-cased so that uniqueness and xAPI mbox matching ignore case.
+    email = models.EmailField(max_length=254)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "email"], name="employee_email_unique_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+class ApiKey(models.Model):
+    """An org's API key. Only a SHA-256 of the secret is kept; the key is shown once."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    # Public lookup part of the key (``lc_<prefix>_<secret>``), unique across all orgs.
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    # Updated at most once a minute, so authentication does not write on every request.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class Membership(models.Model):
+    """A sign-in account's role in one organization; a learner is tied to an employee."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin"
+        LEARNER = "learner"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="memberships")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    employee = models.ForeignKey(Employee, null=True, blank=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(role="admin") | models.Q(employee__isnull=False),
+                name="membership_learner_has_employee",
+            ),
+        ]

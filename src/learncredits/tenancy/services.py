@@ -1,0 +1,222 @@
+"""Organizations, employees, API keys and sign-in accounts: creation and authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import zoneinfo
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from learncredits.credits.models import Balance
+from learncredits.domain.errors import NotFound, ValidationFailed
+from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
+
+KEY_PREFIX = "lc"
+MAX_THRESHOLD = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the operator (every org) or one org's API key."""
+
+    org_id: int | None
+    label: str
+
+    @property
+    def is_operator(self) -> bool:
+        return self.org_id is None
+
+    @property
+    def scope(self) -> str:
+        return "operator" if self.org_id is None else f"org_{self.org_id}"
+
+
+OPERATOR = Principal(org_id=None, label="operator")
+
+
+def _clean_email(email: str, field: str) -> str:
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        raise ValidationFailed(f"{field} is not a valid email address") from None
+    return email
+
+
+def _clean_timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(f"unknown time zone {name!r}") from None
+    return name
+
+
+def _clean_name(name: str, field: str = "name") -> str:
+    name = name.strip()
+    if not name:
+        raise ValidationFailed(f"{field} must not be empty")
+    return name
+
+
+def _clean_threshold(value: int) -> int:
+    if abs(value) > MAX_THRESHOLD:
+        raise ValidationFailed(f"alert_threshold must be within ±{MAX_THRESHOLD}")
+    return value
+
+
+def create_org(
+    *, name: str, billing_email: str, timezone_name: str = "UTC", alert_threshold: int = 0
+) -> Organization:
+    """A new organization with its (empty) balance row, in one transaction."""
+    with transaction.atomic():
+        org = Organization.objects.create(
+            name=_clean_name(name),
+            billing_email=_clean_email(billing_email, "billing_email"),
+            timezone=_clean_timezone(timezone_name),
+            alert_threshold=_clean_threshold(alert_threshold),
+        )
+        Balance.objects.create(org=org)
+    return org
+
+
+def update_org(org: Organization, changes: dict[str, object]) -> Organization:
+    cleaners = {
+        "name": lambda v: _clean_name(str(v)),
+        "billing_email": lambda v: _clean_email(str(v), "billing_email"),
+        "timezone": lambda v: _clean_timezone(str(v)),
+        "alert_threshold": lambda v: _clean_threshold(int(v)),  # type: ignore[call-overload]
+    }
+    cleaned = {field: cleaners[field](value) for field, value in changes.items()}
+    for field, value in cleaned.items():
+        setattr(org, field, value)
+    if cleaned:
+        org.save(update_fields=list(cleaned))
+    return org
+
+
+def get_org(org_id: int) -> Organization:
+    try:
+        return Organization.objects.get(pk=org_id)
+    except Organization.DoesNotExist:
+        raise NotFound("organization not found") from None
+
+
+def create_employee(org: Organization, *, name: str, email: str) -> Employee:
+    try:
+        with transaction.atomic():
+            return Employee.objects.create(
+                org=org, name=_clean_name(name), email=_clean_email(email, "email")
+            )
+    except IntegrityError:
+        raise ValidationFailed("an employee with this email already exists") from None
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+def _hash_secret(secret: str) -> str:
+    # API keys carry 256 bits of randomness, so a fast hash is safe (unlike passwords).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(org: Organization, *, name: str) -> tuple[ApiKey, str]:
+    """A new key for the org; returns the row and the full key, which is never stored."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
+    )
+    return key, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def authenticate_token(token: str) -> Principal | None:
+    """The principal a bearer token stands for, or None if it stands for nobody."""
+    operator_token = settings.LEARNCREDITS_OPERATOR_TOKEN
+    if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
+        return OPERATOR
+    head, _, rest = token.partition("_")
+    prefix, _, secret = rest.partition("_")
+    if head != KEY_PREFIX or not prefix or not secret:
+        return None
+    key = ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return Principal(org_id=key.org_id, label=f"api_key:key_{key.pk}")
+
+
+# --- sign-in accounts -----------------------------------------------------------------------
+
+
+def create_user(
+    org: Organization, *, email: str, name: str, role: str, password: str | None
+) -> Membership:
+    """A sign-in account for an org admin or learner; a learner is tied to the org's
+    employee with that email, created if missing. Without a password, an invitation with
+    a link to choose one is emailed after the transaction commits."""
+    email = _clean_email(email, "email")
+    name = _clean_name(name)
+    if role not in Membership.Role.values:
+        raise ValidationFailed("role must be 'admin' or 'learner'")
+    user_model = get_user_model()
+    if user_model.objects.filter(username=email).exists():
+        raise ValidationFailed("a user with this email already exists")
+    candidate = user_model(username=email, email=email, first_name=name[:150])
+    if password is not None:
+        try:
+            validate_password(password, candidate)
+        except DjangoValidationError as exc:
+            raise ValidationFailed("; ".join(exc.messages), errors=exc.messages) from None
+    try:
+        with transaction.atomic():
+            if password is None:
+                candidate.set_unusable_password()
+            else:
+                candidate.set_password(password)
+            candidate.save()
+            employee = None
+            if role == Membership.Role.LEARNER:
+                employee, _ = Employee.objects.get_or_create(
+                    org=org, email=email, defaults={"name": name}
+                )
+            membership = Membership.objects.create(
+                org=org, user=candidate, role=role, employee=employee
+            )
+            if password is None:
+                transaction.on_commit(lambda: _send_invitation(membership))
+    except IntegrityError:
+        raise ValidationFailed("a user with this email already exists") from None
+    return membership
+
+
+def _send_invitation(membership: Membership) -> None:
+    user = membership.user
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    send_mail(
+        subject=f"You are invited to {membership.org.name} on learncredits",
+        message=(
+            f"Hello {user.first_name},\n\nYou have been invited as {membership.role} of "
+            f"{membership.org.name}. Choose your password here:\n"
+            f"/reset/{uid}/{token}/\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[user.email],
+        fail_silently=True,
+    )

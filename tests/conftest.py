@@ -1,0 +1,180 @@
+"""Shared fixtures: an API client per caller, and factories that go through the HTTP API.
+
+Tests talk to the service the way integrators do (HTTP, JSON, bearer tokens), so the same
+tests prove the contract on SQLite and on PostgreSQL (see scripts/run_tests.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+OPERATOR_TOKEN = "test-operator-token"
+ON_POSTGRES = os.environ.get("LEARNCREDITS_TEST_DB") == "postgres"
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("code") if isinstance(self.body, dict) else None
+
+
+@dataclass
+class Api:
+    """A caller of /api/v1 with one bearer token (or none)."""
+
+    token: str | None
+    client: Client = field(default_factory=lambda: Client(raise_request_exception=False))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | str | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        idem: str | None = None,
+    ) -> Response:
+        extra: dict[str, str] = {}
+        if self.token is not None:
+            extra["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
+        if idem is not None:
+            extra["HTTP_IDEMPOTENCY_KEY"] = idem
+        for name, value in (headers or {}).items():
+            extra["HTTP_" + name.upper().replace("-", "_")] = value
+        data: bytes | str | None = raw if raw is not None else (
+            None if body is None else json.dumps(body)
+        )
+        url = "/api/v1" + path
+        method = method.lower()
+        if method == "get":
+            response = self.client.get(url, params or {}, **extra)
+        else:
+            response = getattr(self.client, method)(
+                url, data=data or b"", content_type="application/json", **extra
+            )
+        content = b"".join(response.streaming_content) if response.streaming else response.content
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = None
+        return Response(response.status_code, parsed, dict(response.items()), content)
+
+    def get(self, path: str, **params: Any) -> Response:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Response:
+        return self.request("POST", path, body, **kwargs)
+
+    def patch(self, path: str, body: Any = None, **kwargs: Any) -> Response:
+        return self.request("PATCH", path, body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> Response:
+        return self.request("PUT", path, body, **kwargs)
+
+
+def ok(response: Response, status: int = 200) -> Any:
+    """The body of a response that must have this status (shows the body if not)."""
+    assert response.status == status, (response.status, response.body)
+    return response.body
+
+
+@dataclass
+class OrgHandle:
+    id: str
+    key: str
+    api: Api
+    operator: Api
+
+    def path(self, suffix: str = "") -> str:
+        return f"/orgs/{self.id}{suffix}"
+
+    def balance(self) -> dict[str, Any]:
+        return ok(self.api.get(self.path("/balance")))
+
+    def employee(self, name: str = "Employee", email: str | None = None) -> str:
+        email = email or f"{name.lower().replace(' ', '.')}.{os.urandom(4).hex()}@example.com"
+        return ok(self.api.post(self.path("/employees"), {"name": name, "email": email}), 201)["id"]
+
+    def buy(self, quantity: int) -> dict[str, Any]:
+        return ok(self.api.post(self.path("/purchases"), {"quantity": quantity}), 201)
+
+    def assign(self, content_id: str, employee_ids: list[str]) -> dict[str, Any]:
+        body = {"content_id": content_id, "employee_ids": employee_ids}
+        return ok(self.api.post(self.path("/assignments"), body), 201)
+
+    def act(self, assignment_id: str, verb: str, body: Any = None) -> Response:
+        return self.api.post(self.path(f"/assignments/{assignment_id}/{verb}"), body)
+
+
+@pytest.fixture(autouse=True)
+def _operator_token(settings: Any) -> None:
+    settings.LEARNCREDITS_OPERATOR_TOKEN = OPERATOR_TOKEN
+
+
+@pytest.fixture
+def operator(db: None) -> Api:
+    return Api(OPERATOR_TOKEN)
+
+
+@pytest.fixture
+def anonymous(db: None) -> Api:
+    return Api(None)
+
+
+@pytest.fixture
+def make_org(operator: Api) -> Callable[..., OrgHandle]:
+    def make(name: str = "Org", billing_email: str = "billing@example.com", **extra: Any) -> OrgHandle:
+        org = ok(operator.post("/orgs", {"name": name, "billing_email": billing_email, **extra}), 201)
+        key = ok(operator.post(f"/orgs/{org['id']}/api-keys", {"name": "test"}), 201)["key"]
+        return OrgHandle(id=org["id"], key=key, api=Api(key), operator=operator)
+
+    return make
+
+
+@pytest.fixture
+def org(make_org: Callable[..., OrgHandle]) -> OrgHandle:
+    return make_org("Acme")
+
+
+@pytest.fixture
+def make_content(operator: Api) -> Callable[..., str]:
+    def make(credit_cost: int = 1, title: str = "Course", **extra: Any) -> str:
+        body = {"title": title, "premium": credit_cost > 0, "credit_cost": credit_cost, **extra}
+        return ok(operator.post("/content", body), 201)["id"]
+
+    return make
+
+
+def table_snapshot() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every learncredits table: compare before and after to prove no change."""
+    tables = [
+        t for t in connection.introspection.table_names()
+        if t.split("_", 1)[0] in {"tenancy", "catalog", "credits", "api", "auth"}
+    ]
+    snapshot: dict[str, list[tuple[Any, ...]]] = {}
+    with connection.cursor() as cursor:
+        for table in sorted(tables):
+            cursor.execute(f'SELECT * FROM "{table}" ORDER BY 1')
+            snapshot[table] = [tuple(row) for row in cursor.fetchall()]
+    return snapshot
+
+
+@pytest.fixture
+def snapshot() -> Iterator[Callable[[], dict[str, list[tuple[Any, ...]]]]]:
+    yield table_snapshot
