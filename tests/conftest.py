@@ -178,3 +178,14 @@ def table_snapshot() -> dict[str, list[tuple[Any, ...]]]:
 @pytest.fixture
 def snapshot() -> Iterator[Callable[[], dict[str, list[tuple[Any, ...]]]]]:
     yield table_snapshot
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Tests marked postgres_only are skipped on SQLite (they need row locks and real
+    concurrent connections); scripts/run_tests.py runs them in the PostgreSQL half."""
+    if ON_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="PostgreSQL only (runs in the PostgreSQL half of make test)")
+    for item in items:
+        if "postgres_only" in item.keywords:
+            item.add_marker(skip)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import NinjaAPI, Query
+from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import Field
@@ -148,7 +148,7 @@ def paginate(
 
 
 @api.post("/orgs", response=responses(201, s.OrgOut), tags=["operator"])
-def create_org(request: HttpRequest, body: s.OrgIn) -> tuple[int, dict[str, Any]]:
+def create_org(request: HttpRequest, body: s.OrgIn) -> Status[Any]:
     require_operator(request)
     org = tenancy.create_org(
         name=body.name,
@@ -156,7 +156,7 @@ def create_org(request: HttpRequest, body: s.OrgIn) -> tuple[int, dict[str, Any]
         timezone_name=body.timezone,
         alert_threshold=body.alert_threshold,
     )
-    return 201, out.org(org)
+    return Status(201, out.org(org))
 
 
 @api.get("/orgs", response=responses(200, s.OrgPage), tags=["operator"])
@@ -177,38 +177,38 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
 
 
 @api.post("/orgs/{org_id}/api-keys", response=responses(201, s.ApiKeyOut), tags=["operator"])
-def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> tuple[int, Any]:
+def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> Status[Any]:
     require_operator(request)
     org = org_for(request, org_id)
     key, secret = tenancy.create_api_key(org, name=body.name)
-    return 201, {"id": ids.encode("api_key", key.pk), "key": secret}
+    return Status(201, {"id": ids.encode("api_key", key.pk), "key": secret})
 
 
 @api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
-def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> tuple[int, Any]:
+def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any]:
     require_operator(request)
     org = org_for(request, org_id)
     membership = tenancy.create_user(
         org, email=body.email, name=body.name, role=body.role, password=body.password
     )
-    return 201, out.user(membership)
+    return Status(201, out.user(membership))
 
 
 @api.post(
     "/orgs/{org_id}/adjustments", response=responses(201, s.LedgerEntryOut), tags=["operator"]
 )
-def create_adjustment(request: HttpRequest, org_id: str, body: s.AdjustmentIn) -> tuple[int, Any]:
+def create_adjustment(request: HttpRequest, org_id: str, body: s.AdjustmentIn) -> Status[Any]:
     principal = require_operator(request)
     org = org_for(request, org_id)
     entry = actions.adjust_credits(org, body.credits, reason=body.reason, actor=principal.label)
-    return 201, out.ledger_entry(entry)
+    return Status(201, out.ledger_entry(entry))
 
 
 # --- catalog and pricing -------------------------------------------------------------------
 
 
 @api.post("/content", response=responses(201, s.ContentOut), tags=["operator"])
-def post_content(request: HttpRequest, body: s.ContentIn) -> tuple[int, Any]:
+def post_content(request: HttpRequest, body: s.ContentIn) -> Status[Any]:
     require_operator(request)
     item = create_content(
         title=body.title,
@@ -216,7 +216,7 @@ def post_content(request: HttpRequest, body: s.ContentIn) -> tuple[int, Any]:
         credit_cost=body.credit_cost,
         xapi_activity_id=body.xapi_activity_id,
     )
-    return 201, out.content(item)
+    return Status(201, out.content(item))
 
 
 @api.get("/content", response=responses(200, s.ContentPage), tags=["catalog"])
@@ -263,9 +263,9 @@ def get_balance(request: HttpRequest, org_id: str) -> dict[str, Any]:
 
 
 @api.post("/orgs/{org_id}/employees", response=responses(201, s.EmployeeOut), tags=["employees"])
-def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> tuple[int, Any]:
+def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> Status[Any]:
     org = org_for(request, org_id)
-    return 201, out.employee(tenancy.create_employee(org, name=body.name, email=body.email))
+    return Status(201, out.employee(tenancy.create_employee(org, name=body.name, email=body.email)))
 
 
 @api.get("/orgs/{org_id}/employees", response=responses(200, s.EmployeePage), tags=["employees"])
@@ -289,7 +289,7 @@ def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> 
 @api.post(
     "/orgs/{org_id}/purchases", response=responses(201, s.PurchaseOut, 402), tags=["purchases"]
 )
-def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> tuple[int, Any]:
+def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> Status[Any]:
     org = org_for(request, org_id)
     purchase = actions.purchase_credits(
         org,
@@ -297,7 +297,7 @@ def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> tupl
         actor=caller(request).label,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    return 201, out.purchase(purchase)
+    return Status(201, out.purchase(purchase))
 
 
 @api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])
@@ -334,7 +334,7 @@ def _decode_all(kind: str, values: list[str], what: str) -> list[int]:
 @api.post(
     "/orgs/{org_id}/assignments", response=responses(201, s.BulkAssignOut), tags=["assignments"]
 )
-def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> tuple[int, Any]:
+def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> Status[Any]:
     org = org_for(request, org_id)
     content_pk = decode_or_404("content", body.content_id, "content")
     employee_pks = _decode_all("employee", body.employee_ids, "employee")
@@ -354,10 +354,13 @@ def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> tup
         if isinstance(inactive, list):
             exc.extra["inactive_employee_ids"] = [ids.encode("employee", pk) for pk in inactive]
         raise
-    return 201, {
-        "data": [out.assignment(a) for a in result.created],
-        "skipped": [ids.encode("employee", pk) for pk in result.skipped_employee_ids],
-    }
+    return Status(
+        201,
+        {
+            "data": [out.assignment(a) for a in result.created],
+            "skipped": [ids.encode("employee", pk) for pk in result.skipped_employee_ids],
+        },
+    )
 
 
 class AssignmentFilter(ListParams):
