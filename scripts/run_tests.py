@@ -44,9 +44,10 @@ def main() -> int:
     failures: list[str] = []
     base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
 
-    if args.only in (None, "sqlite"):
-        if run("SQLite", {**base, "LEARNCREDITS_TEST_DB": "sqlite"}, extra):
-            failures.append("SQLite")
+    if args.only in (None, "sqlite") and run(
+        "SQLite", {**base, "LEARNCREDITS_TEST_DB": "sqlite"}, extra
+    ):
+        failures.append("SQLite")
 
     if args.only in (None, "postgres"):
         url = os.environ.get("LEARNCREDITS_TEST_POSTGRES_URL", DEFAULT_PG_URL)
@@ -57,8 +58,11 @@ def main() -> int:
             if run("PostgreSQL", env, extra):
                 failures.append("PostgreSQL")
         elif required:
-            print(f"\nPostgreSQL is required (LEARNCREDITS_REQUIRE_POSTGRES=1) "
-                  f"but does not answer at {url}: {reason}", flush=True)
+            print(
+                f"\nPostgreSQL is required (LEARNCREDITS_REQUIRE_POSTGRES=1) "
+                f"but does not answer at {url}: {reason}",
+                flush=True,
+            )
             failures.append("PostgreSQL (unreachable)")
         else:
             print("\n" + "!" * 72)

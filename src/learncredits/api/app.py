@@ -46,8 +46,13 @@ api = NinjaAPI(
 )
 
 ERRORS: dict[int, Any] = {
-    400: s.Problem, 401: s.Problem, 403: s.Problem, 404: s.Problem, 409: s.Problem,
-    413: s.Problem, 422: s.Problem,
+    400: s.Problem,
+    401: s.Problem,
+    403: s.Problem,
+    404: s.Problem,
+    409: s.Problem,
+    413: s.Problem,
+    422: s.Problem,
 }
 
 
@@ -68,8 +73,11 @@ def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
 @api.exception_handler(NinjaValidationError)
 def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     problems = [
-        {"loc": _clean_loc(err.get("loc", ())), "msg": str(err.get("msg", "")),
-         "type": str(err.get("type", ""))}
+        {
+            "loc": _clean_loc(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors
     ]
     summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:5])

@@ -29,7 +29,7 @@ def principal_for(request: HttpRequest) -> Principal | None:
         if scheme.lower() == "bearer" and token and len(token) <= 512:
             principal = authenticate_token(token)
         setattr(request, _CACHE_ATTR, principal)
-    return getattr(request, _CACHE_ATTR)  # type: ignore[no-any-return]
+    return getattr(request, _CACHE_ATTR)
 
 
 class BearerAuth(HttpBearer):

@@ -62,8 +62,12 @@ def _as_problem(response: HttpResponse) -> HttpResponse:
     if status == 404:
         return problem(404, "not_found", "Not found", "no such endpoint")
     if status == 405:
-        out = problem(405, "method_not_allowed", "Method not allowed",
-                      "this endpoint does not accept that method")
+        out = problem(
+            405,
+            "method_not_allowed",
+            "Method not allowed",
+            "this endpoint does not accept that method",
+        )
         if response.has_header("Allow"):
             out["Allow"] = response["Allow"]
         return out
@@ -91,9 +95,7 @@ class IdempotencyMiddleware:
         if request.method != "POST" or key is None or not request.path.startswith(API_PREFIX):
             return self.get_response(request)
         if not 1 <= len(key) <= MAX_KEY_LENGTH:
-            return validation_problem(
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters"
-            )
+            return validation_problem(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
         principal = principal_for(request)
         if principal is None:
             return self.get_response(request)  # the view answers 401

@@ -26,9 +26,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
 }
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, **extra: Any
-) -> HttpResponse:
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> HttpResponse:
     body: dict[str, Any] = {
         "type": f"https://learncredits.dev/problems/{code}",
         "title": title,
@@ -46,13 +44,12 @@ def problem(
 
 
 def from_domain_error(exc: errors.DomainError) -> HttpResponse:
-    status = next(
-        (code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400
-    )
+    status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
     return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
 
 
-def validation_problem(detail: str, problems: list[dict[str, Any]] | None = None,
-                       status: int = 422) -> HttpResponse:
+def validation_problem(
+    detail: str, problems: list[dict[str, Any]] | None = None, status: int = 422
+) -> HttpResponse:
     extra = {"errors": problems} if problems is not None else {}
     return problem(status, "validation_error", "Invalid request", detail, **extra)

@@ -42,8 +42,12 @@ def balance(b: BalanceView) -> dict[str, Any]:
 
 
 def employee(e: Employee) -> dict[str, Any]:
-    return {"id": ids.encode("employee", e.pk), "name": e.name, "email": e.email,
-            "active": e.active}
+    return {
+        "id": ids.encode("employee", e.pk),
+        "name": e.name,
+        "email": e.email,
+        "active": e.active,
+    }
 
 
 def content(c: Content) -> dict[str, Any]:
@@ -110,8 +114,18 @@ def assignment(a: Assignment) -> dict[str, Any]:
 
 
 LEDGER_FIELDS = (
-    "id", "type", "credits_delta", "assigned_delta", "overage_credits", "credits_after",
-    "assigned_after", "assignment_id", "purchase_id", "actor", "reason", "created_at",
+    "id",
+    "type",
+    "credits_delta",
+    "assigned_delta",
+    "overage_credits",
+    "credits_after",
+    "assigned_after",
+    "assignment_id",
+    "purchase_id",
+    "actor",
+    "reason",
+    "created_at",
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -74,7 +75,7 @@ def _entry(
     purchase_id: int | None = None,
     lot_id: int | None = None,
     reason: str = "",
-    now: object = None,
+    now: datetime | None = None,
 ) -> LedgerEntry:
     """Advance the locked counters and build (not save) the ledger entry describing it."""
     locked.credits += credits_delta
@@ -215,19 +216,20 @@ def assign_bulk(
                 batch_size=1000,
             )
         _write_balance(locked)
-    return BulkAssignResult(created=created, skipped_employee_ids=[pk for pk in unique_ids
-                                                                   if pk in holding])
+    return BulkAssignResult(
+        created=created, skipped_employee_ids=[pk for pk in unique_ids if pk in holding]
+    )
 
 
 # --- start, complete, cancel, reassign --------------------------------------------------------
 
 
-def _consume(locked: _Locked, assignment: Assignment, *, actor: str, now: object) -> None:
+def _consume(locked: _Locked, assignment: Assignment, *, actor: str, now: datetime) -> None:
     """Charge a started assignment: from the balance first, the rest as overage at retail."""
     cost = assignment.credit_cost
     split = split_start(cost, locked.credits)
     assignment.status = Assignment.Status.STARTED
-    assignment.started_at = now  # type: ignore[assignment]
+    assignment.started_at = now
     assignment.charged_credits = split.from_balance
     assignment.overage_credits = split.overage
     updated = Assignment.objects.filter(
@@ -294,7 +296,9 @@ def complete_assignment(org: Organization, assignment_id: int, *, actor: str) ->
     return assignment
 
 
-def _release(locked: _Locked, assignments: Sequence[Assignment], *, actor: str, reason: str) -> None:
+def _release(
+    locked: _Locked, assignments: Sequence[Assignment], *, actor: str, reason: str
+) -> None:
     """Cancel not-started assignments and release their reservations."""
     now = timezone.now()
     Assignment.objects.filter(

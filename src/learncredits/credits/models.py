@@ -85,9 +85,7 @@ class CreditLot(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["org", "id"], name="lot_open_fifo", condition=Q(remaining__gt=0)
-            ),
+            models.Index(fields=["org", "id"], name="lot_open_fifo", condition=Q(remaining__gt=0)),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gt=0), name="lot_quantity_pos"),
@@ -136,10 +134,13 @@ class Assignment(models.Model):
                 name="assignment_amounts_nonneg",
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["assigned", "cancelled"], charged_credits=0,
-                            overage_credits=0)
-                | Q(status__in=["started", "completed"],
-                    credit_cost=F("charged_credits") + F("overage_credits")),
+                condition=Q(
+                    status__in=["assigned", "cancelled"], charged_credits=0, overage_credits=0
+                )
+                | Q(
+                    status__in=["started", "completed"],
+                    credit_cost=F("charged_credits") + F("overage_credits"),
+                ),
                 name="assignment_charge_matches_status",
             ),
         ]

@@ -49,9 +49,9 @@ def verify_ledger() -> tuple[int, list[Mismatch]]:
         )
     )
     lot_totals = dict(
-        CreditLot.objects.values("org_id").annotate(total=Sum("remaining")).values_list(
-            "org_id", "total"
-        )
+        CreditLot.objects.values("org_id")
+        .annotate(total=Sum("remaining"))
+        .values_list("org_id", "total")
     )
     checked = 0
     for org_id, credits, assigned in Balance.objects.values_list("org_id", "credits", "assigned"):
@@ -75,9 +75,9 @@ def verify_ledger() -> tuple[int, list[Mismatch]]:
             mismatches.append(Mismatch(org_id, "sum of lot remainders", credits, lots_total))
 
     drawn = dict(
-        LotDraw.objects.values("lot_id").annotate(total=Sum("quantity")).values_list(
-            "lot_id", "total"
-        )
+        LotDraw.objects.values("lot_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("lot_id", "total")
     )
     for lot_id, org_id, quantity, remaining in CreditLot.objects.values_list(
         "id", "org_id", "quantity", "remaining"
@@ -88,4 +88,3 @@ def verify_ledger() -> tuple[int, list[Mismatch]]:
                 Mismatch(org_id, f"lot {lot_id} remaining", expected_remaining, remaining)
             )
     return checked, mismatches
-

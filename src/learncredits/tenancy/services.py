@@ -98,7 +98,7 @@ def update_org(org: Organization, changes: dict[str, object]) -> Organization:
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
         "timezone": lambda v: _clean_timezone(str(v)),
-        "alert_threshold": lambda v: _clean_threshold(int(v)),  # type: ignore[call-overload]
+        "alert_threshold": lambda v: _clean_threshold(int(v)),
     }
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
     for field, value in cleaned.items():

@@ -29,9 +29,18 @@ PREMIUM = [
 ]
 FREE = ["Welcome to the Team", "Time Management Basics"]
 PEOPLE = [
-    "Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra",
-    "Barbara Liskov", "Donald Knuth", "Frances Allen", "Ken Thompson", "Margaret Hamilton",
-    "Dennis Ritchie", "Radia Perlman",
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Alan Turing",
+    "Katherine Johnson",
+    "Edsger Dijkstra",
+    "Barbara Liskov",
+    "Donald Knuth",
+    "Frances Allen",
+    "Ken Thompson",
+    "Margaret Hamilton",
+    "Dennis Ritchie",
+    "Radia Perlman",
 ]
 
 

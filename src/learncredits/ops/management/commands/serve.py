@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand
 from gunicorn.app.base import BaseApplication
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         super().__init__()
@@ -46,7 +46,7 @@ class _WorkerSupervisor:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "learncredits.cli", "worker"], env=os.environ.copy()
             )
             self.process.wait()
