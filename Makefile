@@ -12,10 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
 
 run: $(STAMP) ## install, migrate, create the demo org on first run, and serve on SQLite
 	$(BIN)/learncredits migrate --verbosity 0
