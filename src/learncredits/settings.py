@@ -26,6 +26,15 @@ LEARNCREDITS_OPERATOR_TOKEN = env.str("LEARNCREDITS_OPERATOR_TOKEN", default="")
 LEARNCREDITS_PAYMENT_PROVIDER = env.str("LEARNCREDITS_PAYMENT_PROVIDER", default="test")
 # Largest request body the API accepts; bulk assignment of 10,000 ids fits comfortably.
 LEARNCREDITS_MAX_BODY_BYTES = env.int("LEARNCREDITS_MAX_BODY_BYTES", default=1024 * 1024)
+# Monthly invoices are due this many days after issue (then past_due).
+LEARNCREDITS_INVOICE_DUE_DAYS = env.int("LEARNCREDITS_INVOICE_DUE_DAYS", default=14)
+# Seller shown on invoices.
+LEARNCREDITS_SELLER = env.str("LEARNCREDITS_SELLER", default="learncredits Marketplace Inc.")
+LEARNCREDITS_SELLER_ADDRESS = env.str(
+    "LEARNCREDITS_SELLER_ADDRESS", default="1 Market Street, San Francisco, CA 94105, USA"
+)
+# A declined monthly charge is retried this many days after issue, then given up.
+LEARNCREDITS_COLLECTION_RETRY_DAYS = [1, 3, 7]
 # How long an Idempotency-Key is remembered (API.md: 24 hours).
 LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -41,6 +50,7 @@ INSTALLED_APPS = [
     "learncredits.tenancy",
     "learncredits.catalog",
     "learncredits.credits",
+    "learncredits.billing",
     "learncredits.api",
     "learncredits.ops",
 ]

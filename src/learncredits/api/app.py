@@ -3,15 +3,12 @@ the answer; every rule lives in the services and the domain."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError
@@ -22,6 +19,7 @@ from learncredits import ids
 from learncredits.api import schemas as s
 from learncredits.api import serializers as out
 from learncredits.api.auth import BearerAuth, caller, decode_or_404, org_for, require_operator
+from learncredits.api.common import ListParams, paginate, responses
 from learncredits.api.problems import from_domain_error, problem, validation_problem
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
@@ -44,23 +42,6 @@ api = NinjaAPI(
     openapi_url="/openapi.json",
     urls_namespace="api-v1",
 )
-
-ERRORS: dict[int, Any] = {
-    400: s.Problem,
-    401: s.Problem,
-    403: s.Problem,
-    404: s.Problem,
-    409: s.Problem,
-    413: s.Problem,
-    422: s.Problem,
-}
-
-
-def responses(status: int, schema: Any, *extra: int) -> dict[int, Any]:
-    answer: dict[int, Any] = {status: schema}
-    answer.update({code: s.Problem for code in (*ERRORS, *extra)})
-    return answer
-
 
 # --- errors --------------------------------------------------------------------------------
 
@@ -110,46 +91,6 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
         return validation_problem("the request body is too large", status=413)
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
-
-
-# --- lists ---------------------------------------------------------------------------------
-
-
-class ListParams(s.Schema):
-    limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = Field(None, max_length=64)
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not valid") from None
-    if value < 1:
-        raise ValidationFailed("cursor is not valid")
-    return value
-
-
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
-def paginate(
-    queryset: QuerySet[Any], params: ListParams, render: Callable[[Any], dict[str, Any]]
-) -> dict[str, Any]:
-    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat."""
-    after = _decode_cursor(params.cursor)
-    if after is not None:
-        queryset = queryset.filter(pk__lt=after)
-    rows = list(queryset.order_by("-pk")[: params.limit + 1])
-    more = len(rows) > params.limit
-    rows = rows[: params.limit]
-    return {
-        "data": [render(row) for row in rows],
-        "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None,
-    }
 
 
 # --- organizations (operator) --------------------------------------------------------------
@@ -311,7 +252,9 @@ def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> Stat
 @api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])
 def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
     org = org_for(request, org_id)
-    return paginate(Purchase.objects.filter(org=org), params, out.purchase)
+    return paginate(
+        Purchase.objects.filter(org=org).select_related("receipt"), params, out.purchase
+    )
 
 
 @api.get(
@@ -477,3 +420,12 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
         response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
         return response
     return paginate(LedgerEntry.objects.filter(org=org), params, out.ledger_entry)
+
+
+def _register_routers() -> None:
+    from learncredits.api.billing_routes import router as billing_router
+
+    api.add_router("", billing_router)
+
+
+_register_routers()

@@ -228,3 +228,76 @@ ContentPage = page_of(ContentOut)
 PurchasePage = page_of(PurchaseOut)
 AssignmentPage = page_of(AssignmentOut)
 LedgerPage = page_of(LedgerEntryOut)
+
+
+# --- billing ------------------------------------------------------------------------------
+
+
+class ClosePeriodIn(StrictIn):
+    period: Annotated[StrictStr, Field(pattern=r"^\d{4}-\d{2}$")]
+
+
+class ClosePeriodOut(Schema):
+    period: str
+    invoices_issued: int
+
+
+class InvoiceLineOut(Schema):
+    description: str
+    quantity: int
+    unit_price_cents: int
+    amount_cents: int
+    assignment_id: str | None
+
+
+class InvoiceOut(Schema):
+    id: str
+    number: str
+    kind: Literal["purchase", "monthly"]
+    period: str
+    status: Literal["open", "paid", "past_due"]
+    currency: str
+    lines: list[InvoiceLineOut]
+    total_cents: int
+    issued_at: str
+    due_at: str
+    purchase_id: str | None
+
+
+class StatementOut(Schema):
+    period: str
+    opening_credits: int
+    purchased_credits: int
+    granted_credits: int
+    consumed_credits: int
+    closing_credits: int
+    purchased_cents: int
+    recognized_cents: int
+    overage_credits: int
+    overage_cents: int
+    deferred_opening_cents: int
+    deferred_closing_cents: int
+    currency: str
+
+
+class UsagePointOut(Schema):
+    date: str
+    consumed_credits: int
+    overage_credits: int
+    assigned_credits: int
+    credits: int
+
+
+class UsageOut(Schema):
+    data: list[UsagePointOut]
+
+
+class ForecastOut(Schema):
+    available: int
+    daily_burn: float
+    runs_out_on: str | None
+    recommended_quantity: int
+    quote: QuoteOut | None
+
+
+InvoicePage = page_of(InvoiceOut)

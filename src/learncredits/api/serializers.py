@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from learncredits import ids
+from learncredits.billing.invoicing import invoice_status
+from learncredits.billing.models import Invoice
+from learncredits.billing.reports import Forecast
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import BalanceView
@@ -92,9 +95,16 @@ def purchase(p: Purchase) -> dict[str, Any]:
         "total_cents": p.total_cents,
         "currency": p.currency,
         "status": p.status,
-        "invoice_id": None,
+        "invoice_id": _receipt_id(p),
         "created_at": iso(p.created_at),
     }
+
+
+def _receipt_id(p: Purchase) -> str | None:
+    try:
+        return ids.encode("invoice", p.receipt.pk)
+    except Purchase.receipt.RelatedObjectDoesNotExist:
+        return None
 
 
 def assignment(a: Assignment) -> dict[str, Any]:
@@ -152,4 +162,39 @@ def user(m: Membership) -> dict[str, Any]:
         "email": m.user.email,
         "name": m.user.first_name,
         "role": m.role,
+    }
+
+
+def invoice(i: Invoice) -> dict[str, Any]:
+    return {
+        "id": ids.encode("invoice", i.pk),
+        "number": i.number,
+        "kind": i.kind,
+        "period": i.period,
+        "status": invoice_status(i),
+        "currency": i.currency,
+        "lines": [
+            {
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price_cents": line.unit_price_cents,
+                "amount_cents": line.amount_cents,
+                "assignment_id": ids.encode("assignment", line.assignment_id),
+            }
+            for line in i.lines.all()
+        ],
+        "total_cents": i.total_cents,
+        "issued_at": iso(i.issued_at),
+        "due_at": iso(i.due_at),
+        "purchase_id": ids.encode("purchase", i.purchase_id),
+    }
+
+
+def forecast(f: Forecast) -> dict[str, Any]:
+    return {
+        "available": f.available,
+        "daily_burn": float(f.daily_burn),
+        "runs_out_on": f.runs_out_on.isoformat() if f.runs_out_on else None,
+        "recommended_quantity": f.recommended_quantity,
+        "quote": quote(f.quote) if f.quote else None,
     }

@@ -18,9 +18,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from learncredits.billing.invoicing import issue_receipt
 from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
+from learncredits.credits.locking import LockedBalance, lock_balance
 from learncredits.credits.models import (
     Assignment,
     Balance,
@@ -47,23 +49,8 @@ MAX_BULK_ASSIGN = 10_000
 MAX_ADJUSTMENT = 1_000_000_000
 
 
-@dataclass
-class _Locked:
-    """The org's balance as read under its lock, advanced as entries are appended."""
-
-    org_id: int
-    credits: int
-    assigned: int
-    entries: int = 0
-
-
-def _lock_balance(org_id: int) -> _Locked:
-    row = Balance.objects.select_for_update().values_list("credits", "assigned").get(org_id=org_id)
-    return _Locked(org_id, row[0], row[1])
-
-
 def _entry(
-    locked: _Locked,
+    locked: LockedBalance,
     entry_type: str,
     *,
     actor: str,
@@ -99,7 +86,7 @@ def _entry(
     )
 
 
-def _write_balance(locked: _Locked) -> None:
+def _write_balance(locked: LockedBalance) -> None:
     if locked.entries:
         Balance.objects.filter(org_id=locked.org_id).update(
             credits=locked.credits, assigned=locked.assigned
@@ -165,7 +152,7 @@ def assign_bulk(
         raise NotFound("content not found") from None
 
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         found = dict(
             Employee.objects.filter(org_id=org.pk, pk__in=unique_ids).values_list("pk", "active")
         )
@@ -224,7 +211,7 @@ def assign_bulk(
 # --- start, complete, cancel, reassign --------------------------------------------------------
 
 
-def _consume(locked: _Locked, assignment: Assignment, *, actor: str, now: datetime) -> None:
+def _consume(locked: LockedBalance, assignment: Assignment, *, actor: str, now: datetime) -> None:
     """Charge a started assignment: from the balance first, the rest as overage at retail."""
     cost = assignment.credit_cost
     split = split_start(cost, locked.credits)
@@ -267,7 +254,7 @@ def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> As
     if decide(assignment.status, Action.START) is Outcome.NOOP:
         return assignment
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         assignment = _get_assignment(org.pk, assignment_id)  # re-read under the lock
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
@@ -279,7 +266,7 @@ def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> As
 def complete_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
     """Complete; an assignment never started is started (and charged) first."""
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         assignment = _get_assignment(org.pk, assignment_id)
         outcome = decide(assignment.status, Action.COMPLETE)
         if outcome is Outcome.NOOP:
@@ -297,7 +284,7 @@ def complete_assignment(org: Organization, assignment_id: int, *, actor: str) ->
 
 
 def _release(
-    locked: _Locked, assignments: Sequence[Assignment], *, actor: str, reason: str
+    locked: LockedBalance, assignments: Sequence[Assignment], *, actor: str, reason: str
 ) -> None:
     """Cancel not-started assignments and release their reservations."""
     now = timezone.now()
@@ -327,7 +314,7 @@ def _release(
 def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
     """Cancel before start: the reservation is released. Cancelling twice is harmless."""
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         assignment = _get_assignment(org.pk, assignment_id)
         if decide(assignment.status, Action.CANCEL) is Outcome.NOOP:
             return assignment
@@ -368,7 +355,7 @@ def reassign_assignment(
 def deactivate_employee(org: Organization, employee_id: int, *, actor: str) -> Employee:
     """The employee left: cancel every not-started assignment and release its reservation."""
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         employee = _get_employee(org.pk, employee_id)
         if not employee.active:
             return employee
@@ -389,7 +376,7 @@ def deactivate_employee(org: Organization, employee_id: int, *, actor: str) -> E
 
 
 def _add_lot(
-    locked: _Locked,
+    locked: LockedBalance,
     *,
     kind: str,
     quantity: int,
@@ -471,12 +458,15 @@ def purchase_credits(
 
 def _mark_paid(org: Organization, purchase: Purchase, *, reference: str, actor: str) -> Purchase:
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         now = timezone.now()
         became_paid = Purchase.objects.filter(
             pk=purchase.pk, org_id=org.pk, status=Purchase.Status.PENDING
         ).update(status=Purchase.Status.PAID, paid_at=now, provider_reference=reference[:200])
         if became_paid:
+            purchase.status = Purchase.Status.PAID
+            purchase.paid_at = now
+            purchase.provider_reference = reference[:200]
             _add_lot(
                 locked,
                 kind=CreditLot.Kind.PURCHASE,
@@ -486,6 +476,7 @@ def _mark_paid(org: Organization, purchase: Purchase, *, reference: str, actor: 
                 actor=actor,
                 purchase_id=purchase.pk,
             )
+            issue_receipt(org, purchase)
             _write_balance(locked)
     purchase.refresh_from_db()
     return purchase
@@ -500,7 +491,7 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
     if credits == 0 or abs(credits) > MAX_ADJUSTMENT:
         raise ValidationFailed(f"credits must be a non-zero integer within ±{MAX_ADJUSTMENT}")
     with transaction.atomic():
-        locked = _lock_balance(org.pk)
+        locked = lock_balance(org.pk)
         if credits > 0:
             entry = _add_lot(
                 locked,

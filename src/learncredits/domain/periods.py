@@ -27,3 +27,12 @@ def period_bounds(period: str, tz_name: str) -> tuple[datetime, datetime]:
     start = datetime(year, month, 1, tzinfo=tz)
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tz)
     return start, end
+
+
+def previous_period(period: str) -> str:
+    """The month before ``period`` (``2026-01`` -> ``2025-12``)."""
+    match = _PERIOD.match(period)
+    if not match:
+        raise ValidationFailed("period must be YYYY-MM")
+    year, month = int(match.group(1)), int(match.group(2))
+    return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"

@@ -1,22 +1,52 @@
-"""``learncredits worker``: run the background worker alone (django-tasks database backend)."""
+"""``learncredits worker``: the background worker (django-tasks, database backend).
+
+Besides running queued tasks, it enqueues the periodic billing tick (close each org's month
+once it has ended, retry declined charges) every ``--tick`` seconds. The tick is idempotent,
+so several workers enqueuing it is harmless.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+
+
+def _schedule(stop: threading.Event, every: float) -> None:
+    from learncredits.billing.tasks import billing_tick
+
+    while not stop.wait(every):
+        try:
+            close_old_connections()
+            billing_tick.enqueue()
+        except Exception:  # keep scheduling through a transient database outage
+            logger.exception("could not enqueue the billing tick")
 
 
 class Command(BaseCommand):
-    help = "Run the background task worker (django-tasks-db)."
+    help = "Run the background task worker and the periodic billing tick."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+        parser.add_argument("--tick", type=float, default=300.0, help="seconds between ticks")
         parser.add_argument("--max-tasks", type=int, default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        stop = threading.Event()
+        if options["tick"] > 0:
+            threading.Thread(
+                target=_schedule, args=(stop, options["tick"]), name="billing-tick", daemon=True
+            ).start()
         kwargs: dict[str, Any] = {"interval": options["interval"], "no_startup_delay": True}
         if options["max_tasks"] is not None:
             kwargs["max_tasks"] = options["max_tasks"]
-        call_command("db_worker", **kwargs)
+        try:
+            call_command("db_worker", **kwargs)
+        finally:
+            stop.set()

@@ -1,0 +1,170 @@
+"""Billing endpoints of the v1 API: invoices, closing a period, and the billing reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router
+from pydantic import Field
+
+from learncredits.api import schemas as s
+from learncredits.api import serializers as out
+from learncredits.api.auth import decode_or_404, org_for, require_operator
+from learncredits.api.common import ListParams, paginate, responses
+from learncredits.billing import reports
+from learncredits.billing.documents import invoice_html, invoice_pdf
+from learncredits.billing.invoicing import close_all, with_status
+from learncredits.billing.models import Invoice
+from learncredits.billing.tasks import enqueue_collection
+from learncredits.domain.errors import NotFound
+from learncredits.domain.periods import period_bounds
+from learncredits.tenancy.models import Organization
+
+router = Router(tags=["billing"])
+
+PERIOD_PATTERN = r"^\d{4}-\d{2}$"
+
+
+def _csv(rows: list[list[Any]], filename: str) -> HttpResponse:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@router.post("/billing/close-period", response=responses(200, s.ClosePeriodOut))
+def close_period(request: HttpRequest, body: s.ClosePeriodIn) -> dict[str, Any]:
+    """Issue every org's monthly invoice for ``period`` (also early, for the month in
+    progress). Running it again issues only what arrived since."""
+    require_operator(request)
+    period_bounds(body.period, "UTC")  # validates the month
+    summary = close_all(body.period, on_issue=enqueue_collection)
+    return {"period": body.period, "invoices_issued": summary.invoices_issued}
+
+
+class InvoiceListParams(ListParams):
+    format: Literal["json", "csv"] = "json"
+
+
+def _invoices(org: Organization) -> Any:
+    return with_status(Invoice.objects.filter(org=org)).prefetch_related("lines")
+
+
+@router.get("/orgs/{org_id}/invoices", response=responses(200, s.InvoicePage))
+def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListParams]) -> Any:
+    org = org_for(request, org_id)
+    if params.format == "csv":
+        rows: list[list[Any]] = [
+            [
+                "id",
+                "number",
+                "kind",
+                "period",
+                "status",
+                "currency",
+                "total_cents",
+                "issued_at",
+                "due_at",
+                "lines",
+            ]
+        ]
+        for invoice in _invoices(org).order_by("pk"):
+            data = out.invoice(invoice)
+            rows.append(
+                [
+                    data["id"],
+                    data["number"],
+                    data["kind"],
+                    data["period"],
+                    data["status"],
+                    data["currency"],
+                    data["total_cents"],
+                    data["issued_at"],
+                    data["due_at"],
+                    len(data["lines"]),
+                ]
+            )
+        return _csv(rows, f"invoices-org_{org.pk}.csv")
+    return paginate(_invoices(org), params, out.invoice)
+
+
+def _invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:
+    org = org_for(request, org_id)
+    pk = decode_or_404("invoice", invoice_id, "invoice")
+    found = _invoices(org).select_related("org", "purchase").filter(pk=pk).first()
+    if found is None:
+        raise NotFound("invoice not found")
+    return found
+
+
+@router.get("/orgs/{org_id}/invoices/{invoice_id}", response=responses(200, s.InvoiceOut))
+def get_invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Any:
+    return out.invoice(_invoice(request, org_id, invoice_id))
+
+
+@router.get("/orgs/{org_id}/invoices/{invoice_id}/pdf", response=responses(200, None))
+def get_invoice_pdf(request: HttpRequest, org_id: str, invoice_id: str) -> HttpResponse:
+    invoice = _invoice(request, org_id, invoice_id)
+    response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
+    return response
+
+
+@router.get("/orgs/{org_id}/invoices/{invoice_id}/html", response=responses(200, None))
+def get_invoice_html(request: HttpRequest, org_id: str, invoice_id: str) -> HttpResponse:
+    """The invoice as a web page, from the same template as its PDF."""
+    return HttpResponse(invoice_html(_invoice(request, org_id, invoice_id)))
+
+
+class StatementParams(s.Schema):
+    period: str = Field(..., pattern=PERIOD_PATTERN)
+    format: Literal["json", "csv"] = "json"
+
+
+def _statement_answer(statement: reports.Statement, params: StatementParams, name: str) -> Any:
+    data = statement.as_dict()
+    if params.format == "csv":
+        return _csv([list(data), list(data.values())], f"statement-{name}-{params.period}.csv")
+    return data
+
+
+@router.get("/orgs/{org_id}/statement", response=responses(200, s.StatementOut))
+def get_statement(request: HttpRequest, org_id: str, params: Query[StatementParams]) -> Any:
+    org = org_for(request, org_id)
+    return _statement_answer(reports.statement(org, params.period), params, f"org_{org.pk}")
+
+
+@router.get("/billing/statement", response=responses(200, s.StatementOut))
+def get_operator_statement(request: HttpRequest, params: Query[StatementParams]) -> Any:
+    """Every organization's statement for the period, summed (operator only)."""
+    require_operator(request)
+    period_bounds(params.period, "UTC")
+    return _statement_answer(reports.operator_statement(params.period), params, "all")
+
+
+class UsageParams(s.Schema):
+    from_: date = Field(..., alias="from")
+    to: date
+    granularity: Literal["day", "month"] = "day"
+
+
+@router.get("/orgs/{org_id}/usage", response=responses(200, s.UsageOut))
+def get_usage(request: HttpRequest, org_id: str, params: Query[UsageParams]) -> Any:
+    org = org_for(request, org_id)
+    points = reports.usage(org, params.from_, params.to, params.granularity)
+    return {"data": [p.__dict__ for p in points]}
+
+
+class ForecastParams(s.Schema):
+    horizon_days: int = Field(30, ge=1, le=3650)
+
+
+@router.get("/orgs/{org_id}/forecast", response=responses(200, s.ForecastOut))
+def get_forecast(request: HttpRequest, org_id: str, params: Query[ForecastParams]) -> Any:
+    org = org_for(request, org_id)
+    return out.forecast(reports.forecast(org, params.horizon_days))

@@ -1,0 +1,67 @@
+"""Helpers shared by the API's routers: answer schemas, list parameters, cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import QuerySet
+from pydantic import Field
+
+from learncredits.api import schemas as s
+from learncredits.domain.errors import ValidationFailed
+
+ERRORS: dict[int, Any] = {
+    400: s.Problem,
+    401: s.Problem,
+    403: s.Problem,
+    404: s.Problem,
+    409: s.Problem,
+    413: s.Problem,
+    422: s.Problem,
+}
+
+
+def responses(status: int, schema: Any, *extra: int) -> dict[int, Any]:
+    answer: dict[int, Any] = {status: schema}
+    answer.update({code: s.Problem for code in (*ERRORS, *extra)})
+    return answer
+
+
+class ListParams(s.Schema):
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=64)
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not valid") from None
+    if value < 1:
+        raise ValidationFailed("cursor is not valid")
+    return value
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def paginate(
+    queryset: QuerySet[Any], params: ListParams, render: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat."""
+    after = _decode_cursor(params.cursor)
+    if after is not None:
+        queryset = queryset.filter(pk__lt=after)
+    rows = list(queryset.order_by("-pk")[: params.limit + 1])
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    return {
+        "data": [render(row) for row in rows],
+        "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None,
+    }

@@ -1,0 +1,62 @@
+"""An invoice as HTML and as PDF, both from the one template ``billing/invoice.html``."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.template.loader import render_to_string
+from xhtml2pdf import pisa
+
+from learncredits.billing.invoicing import invoice_status
+from learncredits.billing.models import Invoice
+from learncredits.domain.money import format_cents
+
+
+def invoice_context(invoice: Invoice) -> dict[str, Any]:
+    tz = ZoneInfo(invoice.org.timezone)
+    purchase = invoice.purchase
+    lines = [
+        {
+            "description": line.description,
+            "quantity": line.quantity,
+            "unit_price": format_cents(line.unit_price_cents, invoice.currency),
+            "amount": format_cents(line.amount_cents, invoice.currency),
+        }
+        for line in invoice.lines.all()
+    ]
+    retail_total = saving = None
+    if purchase is not None:
+        retail_total = format_cents(purchase.retail_unit_price_cents * purchase.quantity)
+        saving = format_cents(
+            (purchase.retail_unit_price_cents - purchase.unit_price_cents) * purchase.quantity
+        )
+    return {
+        "invoice": invoice,
+        "title": "Receipt" if invoice.kind == Invoice.Kind.PURCHASE else "Invoice",
+        "seller": settings.LEARNCREDITS_SELLER,
+        "seller_address": settings.LEARNCREDITS_SELLER_ADDRESS,
+        "issued_on": invoice.issued_at.astimezone(tz).date().isoformat(),
+        "due_on": invoice.due_at.astimezone(tz).date().isoformat(),
+        "status": invoice_status(invoice),
+        "lines": lines,
+        "total": format_cents(invoice.total_cents, invoice.currency),
+        "retail_total": retail_total,
+        "saving": saving,
+    }
+
+
+def invoice_html(invoice: Invoice, *, for_pdf: bool = False) -> str:
+    context = invoice_context(invoice)
+    context["for_pdf"] = for_pdf
+    return render_to_string("billing/invoice.html", context)
+
+
+def invoice_pdf(invoice: Invoice) -> bytes:
+    buffer = io.BytesIO()
+    result = pisa.CreatePDF(invoice_html(invoice, for_pdf=True), dest=buffer, encoding="utf-8")
+    if result.err:  # pragma: no cover - the template is ours and known to render
+        raise RuntimeError(f"PDF rendering failed for {invoice.number}")
+    return buffer.getvalue()

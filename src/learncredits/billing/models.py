@@ -1,0 +1,122 @@
+"""Invoices: receipts for purchases and monthly overage invoices, immutable once issued.
+
+An invoice and its lines are never updated or deleted (database triggers refuse it, see
+migration 0002); what changes over an invoice's life, its payment, is a separate append-only
+``InvoicePayment`` row per collection attempt, and the status is derived from those rows.
+Each overage ledger entry is invoiced at most once: ``InvoiceLine.ledger_entry`` is unique.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.tenancy.models import Organization
+
+
+class InvoiceSequence(models.Model):
+    """The last number issued in a year. Locked and advanced in the transaction that issues
+    the invoice, so numbers have no gaps: a rolled-back invoice rolls its number back too."""
+
+    year = models.IntegerField(primary_key=True)
+    last_number = models.IntegerField(default=0)
+
+
+class Invoice(models.Model):
+    class Kind(models.TextChoices):
+        PURCHASE = "purchase"
+        MONTHLY = "monthly"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="invoices")
+    number = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The billing period (YYYY-MM, org time zone): the overage month, or the purchase's month.
+    period = models.CharField(max_length=7)
+    currency = models.CharField(max_length=3, default="USD")
+    total_cents = models.BigIntegerField()
+    # Buyer as it was at issue: an invoice does not change when the org is renamed.
+    buyer_name = models.CharField(max_length=200)
+    buyer_email = models.EmailField(max_length=254)
+    purchase = models.OneToOneField(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="receipt"
+    )
+    issued_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-id"], name="invoice_org_id")]
+        constraints = [
+            models.CheckConstraint(condition=Q(total_cents__gte=0), name="invoice_total_nonneg"),
+            models.CheckConstraint(
+                condition=Q(kind="purchase", purchase__isnull=False)
+                | Q(kind="monthly", purchase__isnull=True),
+                name="invoice_kind_matches_purchase",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class InvoiceLine(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    position = models.IntegerField()
+    description = models.CharField(max_length=500)
+    quantity = models.BigIntegerField()
+    unit_price_cents = models.BigIntegerField()
+    amount_cents = models.BigIntegerField()
+    assignment = models.ForeignKey(
+        Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The overage entry this line bills; unique, so no overage is ever billed twice.
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="invoice_line"
+    )
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="line_position_unique"),
+            models.CheckConstraint(
+                condition=Q(amount_cents=models.F("quantity") * models.F("unit_price_cents")),
+                name="line_amount_consistent",
+            ),
+        ]
+
+
+class InvoicePayment(models.Model):
+    """One collection attempt of an invoice (append-only). A receipt has one, approved."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
+    attempt = models.IntegerField()
+    approved = models.BooleanField()
+    amount_cents = models.BigIntegerField()
+    reference = models.CharField(max_length=200, blank=True, default="")
+    failure_reason = models.CharField(max_length=500, blank=True, default="")
+    attempted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "attempt"], name="payment_attempt_unique"),
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(approved=True), name="payment_one_approval"
+            ),
+        ]
+
+
+class PeriodClose(models.Model):
+    """The automatic close of one org's month has run (it runs once per org and period)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    period = models.CharField(max_length=7)
+    closed_at = models.DateTimeField(default=timezone.now)
+    invoices_issued = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "period"], name="period_close_once"),
+        ]

@@ -1,0 +1,271 @@
+"""Billing reports: the cost-basis statement, the usage series and the forecast.
+
+All figures come from the ledger, its lots and lot draws, dated by their ledger entries, so
+the statement's identity holds by construction:
+
+    deferred(T) = value of every lot created before T  -  value of every draw made before T
+    deferred_closing = deferred_opening + purchased - recognized      (to the cent)
+
+where a lot's value is quantity x its unit price (a purchase's price; 0 for granted
+credits) and a draw's value is the credits drawn x the unit price of the lot they came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import F, Q, QuerySet, Sum
+from django.utils import timezone
+
+from learncredits.catalog.services import current_price_book
+from learncredits.credits.models import Balance, CreditLot, LedgerEntry, LotDraw
+from learncredits.domain import pricing
+from learncredits.domain.errors import ValidationFailed
+from learncredits.domain.periods import period_bounds, period_of
+from learncredits.tenancy.models import Organization
+
+T = LedgerEntry.Type
+
+
+@dataclass(frozen=True)
+class Statement:
+    period: str
+    opening_credits: int
+    purchased_credits: int
+    granted_credits: int
+    consumed_credits: int
+    closing_credits: int
+    purchased_cents: int
+    recognized_cents: int
+    overage_credits: int
+    overage_cents: int
+    deferred_opening_cents: int
+    deferred_closing_cents: int
+    currency: str = "USD"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _sum(queryset: QuerySet[Any], expression: Any) -> int:
+    return int(queryset.aggregate(total=Sum(expression))["total"] or 0)
+
+
+def _credits_before(org_id: int, moment: datetime) -> int:
+    row = (
+        LedgerEntry.objects.filter(org_id=org_id, created_at__lt=moment)
+        .order_by("-created_at", "-pk")
+        .values_list("credits_after", flat=True)
+        .first()
+    )
+    return int(row or 0)
+
+
+def _deferred_at(org_id: int, moment: datetime) -> int:
+    lots = CreditLot.objects.filter(org_id=org_id, created_by__created_at__lt=moment)
+    draws = LotDraw.objects.filter(org_id=org_id, entry__created_at__lt=moment)
+    return _sum(lots, F("quantity") * F("unit_price_cents")) - _sum(
+        draws, F("quantity") * F("lot__unit_price_cents")
+    )
+
+
+def statement(org: Organization, period: str) -> Statement:
+    """One org's statement for one calendar month of its own time zone."""
+    start, end = period_bounds(period, org.timezone)
+    entries = LedgerEntry.objects.filter(org_id=org.pk, created_at__gte=start, created_at__lt=end)
+    purchased = _sum(entries.filter(type=T.PURCHASE), "credits_delta")
+    granted = _sum(
+        entries.filter(Q(type=T.GRANT) | Q(type=T.ADJUSTMENT, credits_delta__gt=0)),
+        "credits_delta",
+    )
+    consumed = -_sum(
+        entries.filter(Q(type=T.CONSUME) | Q(type=T.ADJUSTMENT, credits_delta__lt=0)),
+        "credits_delta",
+    )
+    lots_in_period = CreditLot.objects.filter(
+        org_id=org.pk, created_by__created_at__gte=start, created_by__created_at__lt=end
+    )
+    draws_in_period = LotDraw.objects.filter(
+        org_id=org.pk, entry__created_at__gte=start, entry__created_at__lt=end
+    )
+    return Statement(
+        period=period,
+        opening_credits=_credits_before(org.pk, start),
+        purchased_credits=purchased,
+        granted_credits=granted,
+        consumed_credits=consumed,
+        closing_credits=_credits_before(org.pk, end),
+        purchased_cents=_sum(lots_in_period, F("quantity") * F("unit_price_cents")),
+        recognized_cents=_sum(draws_in_period, F("quantity") * F("lot__unit_price_cents")),
+        overage_credits=_sum(entries, "overage_credits"),
+        overage_cents=_sum(
+            entries.filter(overage_credits__gt=0),
+            F("overage_credits") * F("retail_unit_price_cents"),
+        ),
+        deferred_opening_cents=_deferred_at(org.pk, start),
+        deferred_closing_cents=_deferred_at(org.pk, end),
+    )
+
+
+def operator_statement(period: str, orgs: Iterable[Organization] | None = None) -> Statement:
+    """Every org's statement for ``period`` (each in its own time zone), summed."""
+    totals: dict[str, int] = {}
+    for org in orgs if orgs is not None else Organization.objects.order_by("pk"):
+        for field, value in statement(org, period).as_dict().items():
+            if isinstance(value, int):
+                totals[field] = totals.get(field, 0) + value
+    fields = [f for f in Statement.__dataclass_fields__ if f not in ("period", "currency")]
+    return Statement(period=period, **{f: totals.get(f, 0) for f in fields})  # type: ignore[arg-type]
+
+
+# --- usage -----------------------------------------------------------------------------------
+
+MAX_DAY_BUCKETS = 400
+MAX_MONTH_BUCKETS = 120
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    date: str
+    consumed_credits: int
+    overage_credits: int
+    assigned_credits: int
+    credits: int
+
+
+def _next_bucket(start: date, granularity: str) -> date:
+    if granularity == "day":
+        return start + timedelta(days=1)
+    return date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+
+
+def _bucket_starts(first: date, last: date, granularity: str) -> list[date]:
+    current = first if granularity == "day" else date(first.year, first.month, 1)
+    starts: list[date] = []
+    while current <= last:
+        starts.append(current)
+        current = _next_bucket(current, granularity)
+    return starts
+
+
+def usage(org: Organization, first: date, last: date, granularity: str) -> list[UsagePoint]:
+    """Consumption per day or month (org time zone), with the balance at each bucket's end."""
+    if granularity not in ("day", "month"):
+        raise ValidationFailed("granularity must be 'day' or 'month'")
+    if last < first:
+        raise ValidationFailed("'to' must not be before 'from'")
+    limit = MAX_DAY_BUCKETS if granularity == "day" else MAX_MONTH_BUCKETS
+    span = (
+        (last - first).days + 1
+        if granularity == "day"
+        else (last.year - first.year) * 12 + last.month - first.month + 1
+    )
+    if span > limit:
+        raise ValidationFailed(f"at most {limit} {granularity} buckets per request")
+    starts = _bucket_starts(first, last, granularity)
+    tz = ZoneInfo(org.timezone)
+    edges = [*starts, _next_bucket(starts[-1], granularity)]
+    bounds = [datetime(d.year, d.month, d.day, tzinfo=tz) for d in edges]
+
+    previous = (
+        LedgerEntry.objects.filter(org_id=org.pk, created_at__lt=bounds[0])
+        .order_by("-created_at", "-pk")
+        .values_list("credits_after", "assigned_after")
+        .first()
+    )
+    credits, assigned = previous or (0, 0)
+    rows = (
+        LedgerEntry.objects.filter(
+            org_id=org.pk, created_at__gte=bounds[0], created_at__lt=bounds[-1]
+        )
+        .order_by("created_at", "pk")
+        .values_list(
+            "created_at",
+            "type",
+            "credits_delta",
+            "overage_credits",
+            "credits_after",
+            "assigned_after",
+        )
+        .iterator(chunk_size=5000)
+    )
+    points: list[UsagePoint] = []
+    index = 0
+    consumed = overage = 0
+
+    def flush() -> None:
+        nonlocal consumed, overage
+        points.append(
+            UsagePoint(starts[len(points)].isoformat(), consumed, overage, assigned, credits)
+        )
+        consumed = overage = 0
+
+    for created_at, entry_type, credits_delta, entry_overage, c_after, a_after in rows:
+        while created_at >= bounds[index + 1]:
+            flush()
+            index += 1
+        if entry_type == T.CONSUME:
+            consumed += -credits_delta
+            overage += entry_overage
+        credits, assigned = c_after, a_after
+    while len(points) < len(starts):
+        flush()
+    return points
+
+
+# --- forecast --------------------------------------------------------------------------------
+
+BURN_WINDOW_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Forecast:
+    available: int
+    daily_burn: Decimal
+    runs_out_on: date | None
+    recommended_quantity: int
+    quote: pricing.Quote | None
+
+
+def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = None) -> Forecast:
+    """When the credits run out at the recent pace, and what to buy to cover the horizon.
+
+    The burn is the average credits started per day (from the balance and as overage) over
+    the last 90 days; with no such history, the pending reservations spread over the horizon.
+    The recommendation covers the pending reservations plus the burn over the horizon, less
+    the credits held; its quote is at the volume price (and names a cheaper larger quantity).
+    """
+    if not 1 <= horizon_days <= 3650:
+        raise ValidationFailed("horizon_days must be between 1 and 3650")
+    now = now or timezone.now()
+    balance = Balance.objects.get(org_id=org.pk)
+    available = balance.credits - balance.assigned
+    started_cost = -_sum(
+        LedgerEntry.objects.filter(
+            org_id=org.pk, type=T.CONSUME, created_at__gte=now - timedelta(days=BURN_WINDOW_DAYS)
+        ),
+        "assigned_delta",
+    )
+    if started_cost > 0:
+        burn = Decimal(started_cost) / BURN_WINDOW_DAYS
+    else:
+        burn = Decimal(balance.assigned) / horizon_days
+    burn = burn.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    today = now.astimezone(ZoneInfo(org.timezone)).date()
+    runs_out_on: date | None = None
+    if burn > 0:
+        runs_out_on = today if available <= 0 else today + timedelta(days=int(available / burn))
+    need = balance.assigned + math.ceil(burn * horizon_days) - balance.credits
+    recommended = max(0, min(need, pricing.MAX_PURCHASE_QUANTITY))
+    quote = pricing.quote(current_price_book(), recommended) if recommended else None
+    return Forecast(available, burn, runs_out_on, recommended, quote)
+
+
+def current_period(org: Organization) -> str:
+    return period_of(timezone.now(), org.timezone)

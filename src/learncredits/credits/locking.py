@@ -1,0 +1,28 @@
+"""The one lock every write to an org's credits or billing takes first: its balance row.
+
+On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite every transaction is already
+``BEGIN IMMEDIATE`` (one writer at a time), and Django omits FOR UPDATE there. Taking this
+lock first, always, is what keeps the write paths free of deadlocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from learncredits.credits.models import Balance
+
+
+@dataclass
+class LockedBalance:
+    """The org's balance as read under its lock, advanced as ledger entries are appended."""
+
+    org_id: int
+    credits: int
+    assigned: int
+    entries: int = 0
+
+
+def lock_balance(org_id: int) -> LockedBalance:
+    """Lock the org's balance row for the rest of the transaction and read it."""
+    row = Balance.objects.select_for_update().values_list("credits", "assigned").get(org_id=org_id)
+    return LockedBalance(org_id, row[0], row[1])

@@ -1,0 +1,209 @@
+"""The ``learncredits`` command (API.md "Running it", SPEC.md section 8).
+
+``demo`` and ``verify_ledger`` run in-process through call_command against the test
+database; the console script itself runs once as a subprocess on its own SQLite file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from learncredits.catalog.models import Content
+from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, Purchase
+from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
+from tests.conftest import Api, ok
+
+KEY_LINE = re.compile(r"API key:\s+(\S+)")
+ORG_LINE = re.compile(r"organization:.*\((org_\d+)\)")
+
+
+def run_demo() -> str:
+    out = io.StringIO()
+    call_command("demo", stdout=out)
+    return out.getvalue()
+
+
+def row_counts() -> dict[str, int]:
+    models = (
+        Organization,
+        Employee,
+        ApiKey,
+        Membership,
+        Content,
+        Purchase,
+        CreditLot,
+        Assignment,
+        LedgerEntry,
+    )
+    return {model.__name__: model.objects.count() for model in models}
+
+
+@pytest.fixture
+def var_dir(settings, tmp_path: Path) -> Path:
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def test_demo_on_an_empty_database_creates_an_org_to_look_around_in(db, var_dir):
+    assert not Organization.objects.exists()
+
+    printed = run_demo()
+
+    org = Organization.objects.get()
+    assert Employee.objects.filter(org=org, active=True).count() >= 2
+    assert Content.objects.filter(premium=True, credit_cost__gte=1).exists()
+    assert Content.objects.filter(premium=False, credit_cost=0).exists()
+    assert Purchase.objects.filter(org=org, status="paid").exists()
+    assert Assignment.objects.filter(org=org, status="assigned").exists()
+    assert Assignment.objects.filter(org=org, status="started").exists()
+    balance = Balance.objects.get(org=org)
+    assert balance.credits > 0 and balance.assigned > 0
+
+    org_id = ORG_LINE.search(printed).group(1)
+    assert org_id == f"org_{org.pk}"
+    key = KEY_LINE.search(printed).group(1)
+    api = Api(key)
+    answer = ok(api.get(f"/orgs/{org_id}/balance"))
+    assert (answer["credits"], answer["assigned"]) == (balance.credits, balance.assigned)
+    employees = ok(api.get(f"/orgs/{org_id}/employees", limit=500))["data"]
+    assert len(employees) == Employee.objects.filter(org=org).count()
+    assert ok(api.get(f"/orgs/{org_id}/ledger", limit=500))["data"]
+
+
+def test_demo_writes_its_credentials_file(db, var_dir):
+    printed = run_demo()
+
+    path = var_dir / "demo-credentials.txt"
+    assert path.exists()
+    key = KEY_LINE.search(printed).group(1)
+    assert key in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_demo_ledger_is_consistent(db, var_dir):
+    run_demo()
+
+    out = io.StringIO()
+    call_command("verify_ledger", stdout=out)
+
+    assert "1 orgs checked" in out.getvalue()
+
+
+def test_demo_run_again_creates_nothing_new(db, var_dir):
+    printed = run_demo()
+    counts = row_counts()
+
+    again = run_demo()
+
+    assert row_counts() == counts
+    assert KEY_LINE.search(again).group(1) == KEY_LINE.search(printed).group(1)
+
+
+def test_demo_on_a_database_with_orgs_and_no_credentials_creates_nothing(db, var_dir, make_org):
+    make_org("Real customer")
+    counts = row_counts()
+
+    printed = run_demo()
+
+    assert row_counts() == counts
+    assert "no demo created" in printed
+    assert not (var_dir / "demo-credentials.txt").exists()
+
+
+# --- verify_ledger ---------------------------------------------------------------------------
+
+
+def test_verify_ledger_checks_every_org(make_org, make_content):
+    first, second = make_org("First"), make_org("Second")
+    make_org("Empty")
+    course = make_content(2)
+    first.buy(5)
+    created = first.assign(course, [first.employee("Ada")])["data"][0]
+    ok(first.act(created["id"], "start"))
+    second.assign(course, [second.employee("Bob")])
+
+    out = io.StringIO()
+    call_command("verify_ledger", stdout=out)
+
+    assert "3 orgs checked" in out.getvalue()
+
+
+def test_verify_ledger_exits_non_zero_on_a_mismatch(org):
+    org.buy(5)
+    Balance.objects.filter(org_id=int(org.id.removeprefix("org_"))).update(credits=6)
+    out, err = io.StringIO(), io.StringIO()
+
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("verify_ledger", stdout=out, stderr=err)
+
+    assert exit_info.value.code == 1
+    assert "MISMATCH" in err.getvalue()
+    assert f"{org.id}: credits" in err.getvalue()
+
+
+# --- the console script ----------------------------------------------------------------------
+
+
+def console_script() -> str:
+    beside_python = Path(sys.executable).parent / "learncredits"
+    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
+    assert found, "the learncredits console script is not installed"
+    return found
+
+
+def run_script(args: list[str], cwd: Path, database: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
+    }
+    env["DATABASE_URL"] = f"sqlite:///{database}"
+    return subprocess.run(
+        [console_script(), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_console_script_lists_our_commands_and_verifies_a_fresh_database(tmp_path):
+    database = tmp_path / "cli.sqlite3"
+    assert database.is_absolute()
+
+    helped = run_script(["--help"], tmp_path, database)
+    assert helped.returncode == 0, helped.stderr
+    listed = set(helped.stdout.split())
+    assert {"serve", "worker", "verify_ledger", "demo", "migrate"} <= listed
+
+    migrated = run_script(["migrate"], tmp_path, database)
+    assert migrated.returncode == 0, migrated.stderr
+    assert database.exists()
+
+    verified = run_script(["verify-ledger"], tmp_path, database)
+    assert verified.returncode == 0, verified.stderr
+    assert "0 orgs checked" in verified.stdout
+
+    demo = run_script(["demo"], tmp_path, database)
+    assert demo.returncode == 0, demo.stderr
+    assert KEY_LINE.search(demo.stdout)
+    assert (tmp_path / "var" / "demo-credentials.txt").exists()
+
+    verified = run_script(["verify-ledger"], tmp_path, database)
+    assert verified.returncode == 0, verified.stderr
+    assert "1 orgs checked" in verified.stdout

@@ -1,0 +1,499 @@
+"""A stateful model test of the credits engine (SPEC.md sections 1-3 and 6).
+
+Hypothesis drives the write paths in ``learncredits.credits.actions`` directly, in random
+order, against a small pure reference model kept in this file: the two balance counters,
+the credit lots (first in, first out), every assignment's status and charge, and which
+employees are active. After every step the database must agree with the model, the ledger
+must sum to the balance, and ``verify_ledger()`` must find nothing wrong.
+
+Two organizations take part: one whose payments go through, and one whose billing email
+carries ``+decline`` so that every purchase is declined (it only gets credits from operator
+adjustments). Each Hypothesis example runs inside its own savepoint, rolled back at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import count
+
+import pytest
+from django.db import transaction
+from django.db.models import Count, Sum
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from learncredits.catalog.services import create_content
+from learncredits.credits import actions
+from learncredits.credits.models import (
+    Assignment,
+    Balance,
+    CreditLot,
+    LedgerEntry,
+    LotDraw,
+    Purchase,
+)
+from learncredits.credits.verify import verify_ledger
+from learncredits.domain.errors import (
+    EmployeeInactive,
+    InsufficientCredits,
+    InvalidState,
+    NotFound,
+    PaymentFailed,
+    ValidationFailed,
+)
+from learncredits.tenancy.models import Employee
+from learncredits.tenancy.services import create_employee, create_org
+
+ACTOR = "stateful-test"
+RETAIL_CENTS = 1000
+# SPEC.md section 3, default tiers: (min quantity, unit price in cents), highest first.
+TIERS = [(1000, 700), (500, 750), (250, 800), (100, 850), (50, 900), (1, 1000)]
+ORG_KEYS = ("paying", "declining")
+COSTS = (0, 1, 2, 3)
+
+ASSIGNED, STARTED, COMPLETED, CANCELLED = "assigned", "started", "completed", "cancelled"
+OPEN = (ASSIGNED, STARTED)
+
+_emails = count()
+
+
+def unit_price(quantity: int) -> int:
+    return next(price for minimum, price in TIERS if quantity >= minimum)
+
+
+@dataclass(frozen=True)
+class EmpRef:
+    org_key: str
+    id: int
+
+    def __repr__(self) -> str:
+        return f"emp({self.org_key},{self.id})"
+
+
+@dataclass(frozen=True)
+class AsgRef:
+    org_key: str
+    id: int
+
+    def __repr__(self) -> str:
+        return f"asg({self.org_key},{self.id})"
+
+
+@dataclass
+class OrgModel:
+    org: object
+    declines: bool
+    credits: int = 0
+    assigned: int = 0
+    # [quantity, remaining, unit price in cents], oldest first.
+    lots: list[list[int]] = field(default_factory=list)
+    paid: int = 0
+    failed: int = 0
+    last_entry_id: int = 0
+
+    def add_lot(self, quantity: int, price: int) -> None:
+        self.lots.append([quantity, quantity, price])
+        self.credits += quantity
+
+    def take(self, quantity: int) -> None:
+        """Remove ``quantity`` credits, drawing the oldest lots first."""
+        assert 0 <= quantity <= self.credits
+        self.credits -= quantity
+        for lot in self.lots:
+            step = min(quantity, lot[1])
+            lot[1] -= step
+            quantity -= step
+        assert quantity == 0
+
+
+@dataclass
+class AsgModel:
+    org_key: str
+    employee_id: int
+    content_id: int
+    cost: int
+    status: str = ASSIGNED
+    charged: int = 0
+    overage: int = 0
+
+
+# (type, credits_delta, assigned_delta, overage_credits, retail price, assignment id)
+Expected = tuple[str, int, int, int, int | None, int | None]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    employees = Bundle("employees")
+    assignments = Bundle("assignments")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each example runs in a savepoint inside the test's transaction, rolled back in
+        # teardown(), so examples never see each other's rows.
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+        self.orgs = {
+            "paying": OrgModel(
+                create_org(name="Paying", billing_email="billing@example.com"), declines=False
+            ),
+            "declining": OrgModel(
+                create_org(name="Declining", billing_email="billing+decline@example.com"),
+                declines=True,
+            ),
+        }
+        self.content = {
+            cost: create_content(
+                title=f"Course costing {cost}",
+                premium=cost > 0,
+                credit_cost=cost,
+                xapi_activity_id=None,
+            ).pk
+            for cost in COSTS
+        }
+        self.active: dict[int, bool] = {}
+        self.emp_org: dict[int, str] = {}
+        self.asg: dict[int, AsgModel] = {}
+        self.expected: dict[str, list[Expected]] = {key: [] for key in ORG_KEYS}
+
+    def teardown(self) -> None:
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)
+
+    # --- model helpers ----------------------------------------------------------------
+
+    def _new_employee(self, org_key: str) -> EmpRef:
+        n = next(_emails)
+        employee = create_employee(
+            self.orgs[org_key].org, name=f"Person {n}", email=f"person{n}@example.com"
+        )
+        self.active[employee.pk] = True
+        self.emp_org[employee.pk] = org_key
+        return EmpRef(org_key, employee.pk)
+
+    def _holds_open(self, employee_id: int, content_id: int) -> bool:
+        return any(
+            a.employee_id == employee_id and a.content_id == content_id and a.status in OPEN
+            for a in self.asg.values()
+        )
+
+    def _expect(self, org_key: str, *entries: Expected) -> None:
+        self.expected[org_key].extend(entries)
+
+    def _consume(self, asg_id: int) -> None:
+        m = self.asg[asg_id]
+        om = self.orgs[m.org_key]
+        from_balance = min(m.cost, om.credits)
+        overage = m.cost - from_balance
+        om.take(from_balance)
+        om.assigned -= m.cost
+        m.status, m.charged, m.overage = STARTED, from_balance, overage
+        if overage:
+            event("start: partial cover" if from_balance else "start: all overage")
+        if m.cost:
+            retail = RETAIL_CENTS if overage else None
+            self._expect(m.org_key, ("consume", -from_balance, -m.cost, overage, retail, asg_id))
+
+    def _release(self, asg_id: int) -> None:
+        m = self.asg[asg_id]
+        self.orgs[m.org_key].assigned -= m.cost
+        m.status = CANCELLED
+        if m.cost:
+            self._expect(m.org_key, ("release", 0, -m.cost, 0, None, asg_id))
+
+    # --- rules ------------------------------------------------------------------------
+
+    @initialize(target=employees)
+    def two_employees_each(self):
+        return multiple(*(self._new_employee(key) for key in ORG_KEYS for _ in range(2)))
+
+    @rule(target=employees, org_key=st.sampled_from(ORG_KEYS))
+    def add_employee(self, org_key):
+        return self._new_employee(org_key)
+
+    @rule(org_key=st.sampled_from(ORG_KEYS), quantity=st.integers(1, 4))
+    def purchase(self, org_key, quantity):
+        self._purchase(org_key, quantity)
+
+    @rule(org_key=st.sampled_from(ORG_KEYS), quantity=st.sampled_from([49, 50, 95, 100, 250]))
+    def purchase_at_volume_price(self, org_key, quantity):
+        self._purchase(org_key, quantity)
+
+    def _purchase(self, org_key, quantity):
+        om = self.orgs[org_key]
+        if om.declines:  # declined: PaymentFailed, the purchase is failed, nothing added
+            with pytest.raises(PaymentFailed):
+                actions.purchase_credits(om.org, quantity, actor=ACTOR)
+            om.failed += 1
+            event("purchase declined")
+            return
+        result = actions.purchase_credits(om.org, quantity, actor=ACTOR)
+        price = unit_price(quantity)
+        assert (result.status, result.quantity) == ("paid", quantity)
+        assert (result.unit_price_cents, result.total_cents) == (price, quantity * price)
+        om.add_lot(quantity, price)
+        om.paid += 1
+        self._expect(org_key, ("purchase", quantity, 0, 0, None, None))
+
+    @rule(org_key=st.sampled_from(ORG_KEYS), delta=st.integers(-8, 8).filter(bool))
+    def adjust(self, org_key, delta):
+        om = self.orgs[org_key]
+        if delta < 0 and om.credits + delta < 0:
+            with pytest.raises(InsufficientCredits):
+                actions.adjust_credits(om.org, delta, reason="support", actor=ACTOR)
+            event("adjust: insufficient credits")
+            return
+        entry = actions.adjust_credits(om.org, delta, reason="support", actor=ACTOR)
+        assert (entry.type, entry.credits_delta, entry.reason) == ("adjustment", delta, "support")
+        if delta > 0:
+            om.add_lot(delta, 0)
+        else:
+            om.take(-delta)
+        self._expect(org_key, ("adjustment", delta, 0, 0, None, None))
+
+    @rule(org_key=st.sampled_from(ORG_KEYS), reason=st.sampled_from(["", "   "]))
+    def adjust_without_reason(self, org_key, reason):
+        with pytest.raises(ValidationFailed):
+            actions.adjust_credits(self.orgs[org_key].org, 1, reason=reason, actor=ACTOR)
+
+    @rule(
+        target=assignments,
+        cost=st.sampled_from(COSTS),
+        emps=st.lists(employees, min_size=1, max_size=3),
+        foreign=st.integers(0, 5).map(lambda n: n == 0),
+    )
+    def assign(self, cost, emps, foreign):
+        # Mostly the first employee's own org (others of other orgs are dropped); sometimes
+        # the other org, to which the first employee is unknown.
+        own = emps[0].org_key
+        org_key = next(k for k in ORG_KEYS if (k == own) != foreign)
+        om = self.orgs[org_key]
+        content_id = self.content[cost]
+        ids = list(dict.fromkeys(e.id for e in emps if foreign or e.org_key == own))
+        refused: list[type[Exception]] = []
+        if any(self.emp_org[i] != org_key for i in ids):
+            refused.append(NotFound)  # another org's employee counts as unknown
+        if any(self.emp_org[i] == org_key and not self.active[i] for i in ids):
+            refused.append(EmployeeInactive)
+        if refused:
+            with pytest.raises(tuple(refused)):
+                actions.assign_bulk(om.org, content_id=content_id, employee_ids=ids, actor=ACTOR)
+            event(f"assign refused: {', '.join(err.__name__ for err in refused)}")
+            return multiple()
+
+        holding = [i for i in ids if self._holds_open(i, content_id)]
+        result = actions.assign_bulk(om.org, content_id=content_id, employee_ids=ids, actor=ACTOR)
+        assert sorted(result.skipped_employee_ids) == sorted(holding)
+        if holding:
+            event("assign: skipped holders")
+        if om.assigned + cost * (len(ids) - len(holding)) > om.credits:
+            event("assign: beyond available")
+        expected_new = sorted(i for i in ids if i not in holding)
+        assert sorted(a.employee_id for a in result.created) == expected_new
+        refs = []
+        for a in result.created:
+            assert a.pk is not None and a.pk not in self.asg
+            assert (a.credit_cost, a.status) == (cost, ASSIGNED)
+            self.asg[a.pk] = AsgModel(org_key, a.employee_id, content_id, cost)
+            om.assigned += cost
+            if cost:
+                self._expect(org_key, ("reserve", 0, cost, 0, None, a.pk))
+            refs.append(AsgRef(org_key, a.pk))
+        return multiple(*refs)
+
+    @rule(a=assignments, twice=st.booleans())
+    def start(self, a, twice):
+        m = self.asg[a.id]
+        org = self.orgs[a.org_key].org
+        if m.status == CANCELLED:
+            with pytest.raises(InvalidState):
+                actions.start_assignment(org, a.id, actor=ACTOR)
+            return
+        if m.status == ASSIGNED:
+            self._consume(a.id)
+            event(f"start: cost {m.cost}")
+        result = actions.start_assignment(org, a.id, actor=ACTOR)
+        if twice:  # starting twice charges once
+            result = actions.start_assignment(org, a.id, actor=ACTOR)
+        assert result.status == m.status
+        assert (result.charged_credits, result.overage_credits) == (m.charged, m.overage)
+
+    @rule(a=assignments)
+    def complete(self, a):
+        m = self.asg[a.id]
+        org = self.orgs[a.org_key].org
+        if m.status == CANCELLED:
+            with pytest.raises(InvalidState):
+                actions.complete_assignment(org, a.id, actor=ACTOR)
+            return
+        if m.status == ASSIGNED:  # never started: started (and charged) first
+            self._consume(a.id)
+        m.status = COMPLETED
+        result = actions.complete_assignment(org, a.id, actor=ACTOR)
+        assert result.status == COMPLETED
+
+    @rule(a=assignments)
+    def cancel(self, a):
+        m = self.asg[a.id]
+        org = self.orgs[a.org_key].org
+        if m.status in (STARTED, COMPLETED):
+            with pytest.raises(InvalidState):
+                actions.cancel_assignment(org, a.id, actor=ACTOR)
+            event(f"cancel refused: {m.status}")
+            return
+        if m.status == ASSIGNED:
+            self._release(a.id)
+        result = actions.cancel_assignment(org, a.id, actor=ACTOR)
+        assert result.status == CANCELLED
+
+    @rule(a=assignments, e=employees)
+    def reassign(self, a, e):
+        m = self.asg[a.id]
+        org = self.orgs[a.org_key].org
+        refused: list[type[Exception]] = []
+        if m.status != ASSIGNED:
+            refused.append(InvalidState)
+        if self.emp_org[e.id] != a.org_key:
+            refused.append(NotFound)
+        elif not self.active[e.id]:
+            refused.append(EmployeeInactive)
+        elif e.id != m.employee_id and self._holds_open(e.id, m.content_id):
+            refused.append(InvalidState)
+        if refused:
+            with pytest.raises(tuple(refused)):
+                actions.reassign_assignment(org, a.id, employee_id=e.id, actor=ACTOR)
+            event(f"reassign refused: {', '.join(err.__name__ for err in refused)}")
+            return
+        result = actions.reassign_assignment(org, a.id, employee_id=e.id, actor=ACTOR)
+        event("reassign: moved" if e.id != m.employee_id else "reassign: same employee")
+        m.employee_id = e.id
+        assert (result.employee_id, result.status) == (e.id, ASSIGNED)
+
+    @rule(e=employees)
+    def deactivate(self, e):
+        org = self.orgs[e.org_key].org
+        if self.active[e.id]:
+            self.active[e.id] = False
+            for asg_id, m in self.asg.items():
+                if m.employee_id == e.id and m.status == ASSIGNED:
+                    self._release(asg_id)
+                    event("deactivate: released an assignment")
+        result = actions.deactivate_employee(org, e.id, actor=ACTOR)
+        assert result.active is False
+
+    # --- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def database_matches_model(self):
+        for key, om in self.orgs.items():
+            org_id = om.org.pk
+            balance = Balance.objects.get(org_id=org_id)
+            assert (balance.credits, balance.assigned) == (om.credits, om.assigned), key
+            assert om.credits >= 0 and om.assigned >= 0
+
+            ledger = LedgerEntry.objects.filter(org_id=org_id)
+            sums = ledger.aggregate(c=Sum("credits_delta"), a=Sum("assigned_delta"))
+            assert (sums["c"] or 0, sums["a"] or 0) == (om.credits, om.assigned), key
+            newest = ledger.order_by("-id").first()
+            if newest is not None:
+                assert (newest.credits_after, newest.assigned_after) == (om.credits, om.assigned)
+
+            # The entries this step appended are exactly the ones the model expects.
+            new = list(
+                ledger.filter(id__gt=om.last_entry_id)
+                .order_by("id")
+                .values_list(
+                    "id",
+                    "type",
+                    "credits_delta",
+                    "assigned_delta",
+                    "overage_credits",
+                    "retail_unit_price_cents",
+                    "assignment_id",
+                )
+            )
+            if new:
+                om.last_entry_id = new[-1][0]
+            for row in new:  # a bookkeeping entry for a reassign may exist, but moves nothing
+                if row[1] == "reassign":
+                    assert row[2:5] == (0, 0, 0), row
+            actual = sorted(tuple(row[1:]) for row in new if row[1] != "reassign")
+            expected = sorted(self.expected[key])
+            assert actual == expected, (key, actual, expected)
+            self.expected[key] = []
+
+            # Every consumed credit has a cost basis: draws add up to what left the balance.
+            draws = dict(
+                LotDraw.objects.filter(org_id=org_id)
+                .values("entry_id")
+                .annotate(total=Sum("quantity"))
+                .values_list("entry_id", "total")
+            )
+            for entry_id, delta in ledger.values_list("id", "credits_delta"):
+                assert draws.get(entry_id, 0) == max(-delta, 0), (entry_id, delta, draws)
+
+            lots = [
+                list(row)
+                for row in CreditLot.objects.filter(org_id=org_id)
+                .order_by("id")
+                .values_list("quantity", "remaining", "unit_price_cents")
+            ]
+            assert lots == om.lots, (key, lots, om.lots)
+            lot_total = CreditLot.objects.filter(org_id=org_id).aggregate(t=Sum("remaining"))["t"]
+            assert (lot_total or 0) == om.credits
+
+            purchases = dict(
+                Purchase.objects.filter(org_id=org_id)
+                .values("status")
+                .annotate(n=Count("id"))
+                .values_list("status", "n")
+            )
+            assert purchases.get("paid", 0) == om.paid
+            assert purchases.get("failed", 0) == om.failed
+            assert purchases.get("pending", 0) == 0
+
+            rows = {
+                pk: rest
+                for pk, *rest in Assignment.objects.filter(org_id=org_id).values_list(
+                    "id",
+                    "employee_id",
+                    "content_id",
+                    "status",
+                    "credit_cost",
+                    "charged_credits",
+                    "overage_credits",
+                )
+            }
+            model = {
+                pk: [m.employee_id, m.content_id, m.status, m.cost, m.charged, m.overage]
+                for pk, m in self.asg.items()
+                if m.org_key == key
+            }
+            assert rows == model, key
+
+            active = dict(Employee.objects.filter(org_id=org_id).values_list("id", "active"))
+            assert active == {i: a for i, a in self.active.items() if self.emp_org[i] == key}
+
+        checked, mismatches = verify_ledger()
+        assert checked == len(self.orgs)
+        assert mismatches == []
+
+
+SETTINGS = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.mark.django_db
+def test_ledger_state_machine():
+    run_state_machine_as_test(LedgerMachine, settings=SETTINGS)
