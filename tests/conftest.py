@@ -125,6 +125,8 @@ class OrgHandle:
 @pytest.fixture(autouse=True)
 def _operator_token(settings: Any) -> None:
     settings.LEARNCREDITS_OPERATOR_TOKEN = OPERATOR_TOKEN
+    # Test receivers listen on loopback; tests of the production refusal switch this off.
+    settings.LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE = True
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ def decode(kind: str, value: object) -> int | None:
     prefix, sep, digits = value.partition("_")
     if sep != "_" or prefix != PREFIXES[kind] or not digits.isascii() or not digits.isdigit():
         return None
+    if len(digits) > 19:  # more than any bigint has (and int() of huge strings is costly)
+        return None
     pk = int(digits)
     if not 0 < pk <= _MAX_PK or digits != str(pk):
         return None

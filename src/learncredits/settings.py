@@ -35,6 +35,17 @@ LEARNCREDITS_SELLER_ADDRESS = env.str(
 )
 # A declined monthly charge is retried this many days after issue, then given up.
 LEARNCREDITS_COLLECTION_RETRY_DAYS = [1, 3, 7]
+# Where people open the dashboard (links in emails).
+LEARNCREDITS_BASE_URL = env.str("LEARNCREDITS_BASE_URL", default="http://127.0.0.1:8000")
+# Outbox retry schedules, in seconds after each failed attempt (jittered by +-20%).
+LEARNCREDITS_EMAIL_RETRY_SECONDS = [10, 30, 60, 300, 900, 1800, 3600, 3600, 3600]
+LEARNCREDITS_WEBHOOK_RETRY_SECONDS = [5, 300, 1800, 7200, 18000, 36000, 36000]
+LEARNCREDITS_WEBHOOK_TIMEOUT_SECONDS = 10.0
+# Consecutive failed attempts after which a webhook endpoint is switched off.
+LEARNCREDITS_WEBHOOK_DISABLE_AFTER = env.int("LEARNCREDITS_WEBHOOK_DISABLE_AFTER", default=15)
+# Webhook URLs on private, loopback or link-local addresses are refused unless this is set
+# (tests and local development).
+LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE = env.bool("LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE", default=DEBUG)
 # How long an Idempotency-Key is remembered (API.md: 24 hours).
 LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -51,6 +62,8 @@ INSTALLED_APPS = [
     "learncredits.catalog",
     "learncredits.credits",
     "learncredits.billing",
+    "learncredits.notify",
+    "learncredits.integrations",
     "learncredits.api",
     "learncredits.ops",
 ]

@@ -122,7 +122,10 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     nulls = [field for field, value in changes.items() if value is None]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
-    return out.org(tenancy.update_org(org, changes))
+    org = tenancy.update_org(org, changes)
+    if "alert_threshold" in changes:
+        actions.reevaluate_at_risk(org)
+    return out.org(org)
 
 
 @api.post("/orgs/{org_id}/api-keys", response=responses(201, s.ApiKeyOut), tags=["operator"])
@@ -424,8 +427,12 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
 
 def _register_routers() -> None:
     from learncredits.api.billing_routes import router as billing_router
+    from learncredits.api.notify_routes import router as notify_router
+    from learncredits.api.xapi_routes import router as xapi_router
 
     api.add_router("", billing_router)
+    api.add_router("", notify_router)
+    api.add_router("", xapi_router)
 
 
 _register_routers()

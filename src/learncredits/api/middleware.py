@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -86,6 +87,17 @@ def _canonical_body(body: bytes) -> bytes:
     return json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode()
 
 
+_ORG_PATH = re.compile(r"^/api/v1/orgs/([^/]+)/")
+
+
+def _scope(principal_scope: str, path: str) -> str:
+    """Keys are per org (API.md): the operator's keys are scoped by the org in the path."""
+    match = _ORG_PATH.match(path)
+    if principal_scope == "operator" and match:
+        return f"operator:{match.group(1)[:40]}"
+    return principal_scope
+
+
 class IdempotencyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -106,7 +118,7 @@ class IdempotencyMiddleware:
         digest = hashlib.sha256(
             b"POST\n" + request.path.encode() + b"\n" + _canonical_body(body)
         ).hexdigest()
-        return self._once(request, principal.scope, key, digest)
+        return self._once(request, _scope(principal.scope, request.path), key, digest)
 
     def _once(self, request: HttpRequest, scope: str, key: str, digest: str) -> HttpResponse:
         cutoff = timezone.now() - timedelta(seconds=settings.LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS)

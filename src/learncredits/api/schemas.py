@@ -301,3 +301,68 @@ class ForecastOut(Schema):
 
 
 InvoicePage = page_of(InvoiceOut)
+
+
+# --- alerts, webhooks, auto top-up ----------------------------------------------------------
+
+
+class AlertOut(Schema):
+    id: str
+    kind: Literal["at_risk", "overage"]
+    active: bool
+    period: str | None
+    created_at: str
+    resolved_at: str | None
+
+
+class WebhookIn(StrictIn):
+    url: Annotated[StrictStr, Field(min_length=8, max_length=2000)]
+    events: Annotated[list[Annotated[StrictStr, Field(max_length=64)]], Field(max_length=20)] = []
+
+
+class WebhookOut(Schema):
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: str
+
+
+class WebhookCreatedOut(Schema):
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+
+
+class WebhookDeliveryOut(Schema):
+    id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    last_status_code: int | None
+    created_at: str
+
+
+class AutoTopUpIn(StrictIn):
+    enabled: StrictBool
+    below_available: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    target_available: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] | None = None
+    max_purchases_per_month: Annotated[StrictInt, Field(ge=1, le=1000)]
+    max_credits_per_month: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+
+
+class AutoTopUpOut(Schema):
+    enabled: bool
+    below_available: int
+    quantity: int | None
+    target_available: int | None
+    max_purchases_per_month: int
+    max_credits_per_month: int
+    disabled_reason: str
+
+
+AlertPage = page_of(AlertOut)
+WebhookPage = page_of(WebhookOut)
+WebhookDeliveryPage = page_of(WebhookDeliveryOut)

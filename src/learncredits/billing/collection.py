@@ -12,15 +12,15 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
+from learncredits import ids
 from learncredits.billing.invoicing import invoice_status
 from learncredits.billing.models import Invoice, InvoicePayment
 from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
-from learncredits.domain.money import format_cents
+from learncredits.notify.events import emit
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +56,20 @@ def collect_invoice(
             attempted_at=now or timezone.now(),
         )
         if not result.approved:
-            transaction.on_commit(lambda: _notify_declined(invoice, result.failure_reason))
+            schedule = settings.LEARNCREDITS_COLLECTION_RETRY_DAYS
+            emit(
+                invoice.org_id,
+                "invoice.payment_failed",
+                {
+                    "id": ids.encode("invoice", invoice.pk),
+                    "number": invoice.number,
+                    "total_cents": invoice.total_cents,
+                    "attempt": attempt,
+                    "reason": result.failure_reason,
+                    "will_retry": attempt <= len(schedule),
+                },
+            )
     return invoice_status(invoice, now=now)
-
-
-def _notify_declined(invoice: Invoice, reason: str) -> None:
-    send_mail(
-        subject=f"Payment declined for invoice {invoice.number}",
-        message=(
-            f"We could not collect {format_cents(invoice.total_cents)} for invoice "
-            f"{invoice.number} ({reason}). We will try again; you can also update your "
-            "payment method in Settings > Billing.\n"
-        ),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[invoice.org.billing_email],
-        fail_silently=True,
-    )
 
 
 def retry_due_collections(

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
+from learncredits import ids
 from learncredits.billing.models import (
     Invoice,
     InvoiceLine,
@@ -33,6 +34,8 @@ from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import LedgerEntry, Purchase
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import period_bounds, period_of, previous_period
+from learncredits.notify.events import emit
+from learncredits.notify.models import Alert
 from learncredits.tenancy.models import Organization
 
 
@@ -106,7 +109,25 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
         reference=purchase.provider_reference,
         attempted_at=now,
     )
+    _issued(invoice)
     return invoice
+
+
+def _issued(invoice: Invoice) -> None:
+    """Tell the org (email and webhook) in the issuing transaction, through the outbox."""
+    emit(
+        invoice.org_id,
+        "invoice.issued",
+        {
+            "id": ids.encode("invoice", invoice.pk),
+            "number": invoice.number,
+            "kind": invoice.kind,
+            "period": invoice.period,
+            "total_cents": invoice.total_cents,
+            "currency": invoice.currency,
+            "due_at": invoice.due_at.isoformat(),
+        },
+    )
 
 
 # --- monthly overage invoices ----------------------------------------------------------------
@@ -179,6 +200,10 @@ def close_period(
         for line in lines:
             line.invoice = invoice
         InvoiceLine.objects.bulk_create(lines, batch_size=1000)
+        Alert.objects.filter(
+            org_id=org.pk, kind=Alert.Kind.OVERAGE, period=period, active=True
+        ).update(active=False, resolved_at=now)
+        _issued(invoice)
         if on_issue is not None:
             transaction.on_commit(lambda: on_issue(invoice))
     return invoice

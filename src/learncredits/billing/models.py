@@ -120,3 +120,35 @@ class PeriodClose(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["org", "period"], name="period_close_once"),
         ]
+
+
+class AutoTopUp(models.Model):
+    """An org's auto top-up rule: when available drops below ``below_available``, buy
+    ``quantity`` credits (or enough to reach ``target_available``), at most
+    ``max_purchases_per_month`` times and ``max_credits_per_month`` credits a month."""
+
+    org = models.OneToOneField(
+        Organization, primary_key=True, on_delete=models.PROTECT, related_name="auto_top_up"
+    )
+    enabled = models.BooleanField(default=False)
+    below_available = models.IntegerField()
+    quantity = models.IntegerField(null=True, blank=True)
+    target_available = models.IntegerField(null=True, blank=True)
+    max_purchases_per_month = models.IntegerField()
+    max_credits_per_month = models.IntegerField()
+    # Why the rule stopped by itself (a declined payment); cleared when it is set again.
+    disabled_reason = models.CharField(max_length=500, blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__isnull=False, quantity__gte=1, target_available__isnull=True)
+                | Q(quantity__isnull=True, target_available__isnull=False),
+                name="autotopup_quantity_or_target",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_purchases_per_month__gte=1, max_credits_per_month__gte=1),
+                name="autotopup_limits_positive",
+            ),
+        ]

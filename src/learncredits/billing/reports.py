@@ -27,7 +27,7 @@ from learncredits.catalog.services import current_price_book
 from learncredits.credits.models import Balance, CreditLot, LedgerEntry, LotDraw
 from learncredits.domain import pricing
 from learncredits.domain.errors import ValidationFailed
-from learncredits.domain.periods import period_bounds, period_of
+from learncredits.domain.periods import MAX_YEAR, MIN_YEAR, period_bounds, period_of
 from learncredits.tenancy.models import Organization
 
 T = LedgerEntry.Type
@@ -160,6 +160,8 @@ def usage(org: Organization, first: date, last: date, granularity: str) -> list[
         raise ValidationFailed("granularity must be 'day' or 'month'")
     if last < first:
         raise ValidationFailed("'to' must not be before 'from'")
+    if first.year < MIN_YEAR or last.year > MAX_YEAR:
+        raise ValidationFailed(f"dates must be within the years {MIN_YEAR} to {MAX_YEAR}")
     limit = MAX_DAY_BUCKETS if granularity == "day" else MAX_MONTH_BUCKETS
     span = (
         (last - first).days + 1

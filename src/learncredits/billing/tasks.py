@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django_tasks import task
 
+from learncredits.billing import auto_top_up
 from learncredits.billing.collection import collect_invoice, retry_due_collections
 from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice
@@ -25,4 +26,10 @@ def billing_tick() -> dict[str, int]:
     """Periodic: close each org's month once it has ended, and retry declined charges."""
     issued = auto_close_due(on_issue=enqueue_collection)
     retried = retry_due_collections()
-    return {"invoices_issued": issued, "collections_retried": retried}
+    topped_up = auto_top_up.run_due()
+    return {"invoices_issued": issued, "collections_retried": retried, "auto_top_ups": topped_up}
+
+
+@task()
+def auto_top_up_task(org_id: int) -> str:
+    return auto_top_up.run_auto_top_up(org_id)

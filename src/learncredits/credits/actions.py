@@ -18,6 +18,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from learncredits import ids
+from learncredits.billing import auto_top_up
 from learncredits.billing.invoicing import issue_receipt
 from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
 from learncredits.catalog.models import Content
@@ -32,7 +34,7 @@ from learncredits.credits.models import (
     Purchase,
 )
 from learncredits.domain import pricing
-from learncredits.domain.balance import split_start
+from learncredits.domain.balance import Counters, is_at_risk, split_start
 from learncredits.domain.errors import (
     EmployeeInactive,
     InsufficientCredits,
@@ -43,6 +45,9 @@ from learncredits.domain.errors import (
 )
 from learncredits.domain.lifecycle import Action, Outcome, decide
 from learncredits.domain.lots import draw_fifo
+from learncredits.domain.periods import period_of
+from learncredits.notify import alerts
+from learncredits.notify.events import emit, emit_many
 from learncredits.tenancy.models import Employee, Organization
 
 MAX_BULK_ASSIGN = 10_000
@@ -86,11 +91,28 @@ def _entry(
     )
 
 
-def _write_balance(locked: LockedBalance) -> None:
-    if locked.entries:
-        Balance.objects.filter(org_id=locked.org_id).update(
-            credits=locked.credits, assigned=locked.assigned
-        )
+def _write_balance(locked: LockedBalance, org: Organization) -> None:
+    """Write the balance row (last, to hold its lock no longer than needed) and, when the
+    change crosses the at-risk line, open or resolve the alert in the same transaction."""
+    if not locked.entries:
+        return
+    counters = Counters(locked.credits, locked.assigned)
+    at_risk = is_at_risk(counters, org.alert_threshold)
+    Balance.objects.filter(org_id=locked.org_id).update(
+        credits=locked.credits, assigned=locked.assigned, at_risk=at_risk
+    )
+    if at_risk != locked.at_risk:
+        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
+        locked.at_risk = at_risk
+    auto_top_up.check_after_change(org, locked.available_before, counters)
+
+
+def reevaluate_at_risk(org: Organization) -> None:
+    """After the org's alert threshold changed: the same rule, without a balance change."""
+    with transaction.atomic():
+        locked = lock_balance(org.pk)
+        locked.entries = 1
+        _write_balance(locked, org)
 
 
 def _draw_lots(org_id: int, quantity: int) -> list[tuple[int, int]]:
@@ -202,7 +224,17 @@ def assign_bulk(
                 ),
                 batch_size=1000,
             )
-        _write_balance(locked)
+        if created:
+            emit(
+                org.pk,
+                "assignment.assigned",
+                {
+                    "content_id": ids.encode("content", content.pk),
+                    "credit_cost": content.credit_cost,
+                    "assignments": [_event_data(a) for a in created],
+                },
+            )
+        _write_balance(locked, org)
     return BulkAssignResult(
         created=created, skipped_employee_ids=[pk for pk in unique_ids if pk in holding]
     )
@@ -211,7 +243,21 @@ def assign_bulk(
 # --- start, complete, cancel, reassign --------------------------------------------------------
 
 
-def _consume(locked: LockedBalance, assignment: Assignment, *, actor: str, now: datetime) -> None:
+def _event_data(a: Assignment) -> dict[str, object]:
+    return {
+        "id": ids.encode("assignment", a.pk),
+        "employee_id": ids.encode("employee", a.employee_id),
+        "content_id": ids.encode("content", a.content_id),
+        "status": a.status,
+        "credit_cost": a.credit_cost,
+        "charged_credits": a.charged_credits,
+        "overage_credits": a.overage_credits,
+    }
+
+
+def _consume(
+    locked: LockedBalance, org: Organization, assignment: Assignment, *, actor: str, now: datetime
+) -> None:
     """Charge a started assignment: from the balance first, the rest as overage at retail."""
     cost = assignment.credit_cost
     split = split_start(cost, locked.credits)
@@ -229,6 +275,7 @@ def _consume(locked: LockedBalance, assignment: Assignment, *, actor: str, now: 
     )
     if updated != 1:  # pragma: no cover - impossible while the balance lock is held
         raise InvalidState("assignment changed concurrently")
+    emit(org.pk, "assignment.started", _event_data(assignment))
     if cost == 0:
         return
     retail = current_price_book().retail_unit_price_cents if split.overage else None
@@ -246,6 +293,17 @@ def _consume(locked: LockedBalance, assignment: Assignment, *, actor: str, now: 
     )
     entry.save()
     _record_draws(locked.org_id, entry, draws)
+    if split.overage:
+        alerts.overage_incurred(
+            org.pk,
+            period_of(now, org.timezone),
+            {
+                "assignment_id": ids.encode("assignment", assignment.pk),
+                "overage_credits": split.overage,
+                "retail_unit_price_cents": retail,
+                "amount_cents": split.overage * (retail or 0),
+            },
+        )
 
 
 def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
@@ -258,8 +316,8 @@ def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> As
         assignment = _get_assignment(org.pk, assignment_id)  # re-read under the lock
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
-        _consume(locked, assignment, actor=actor, now=timezone.now())
-        _write_balance(locked)
+        _consume(locked, org, assignment, actor=actor, now=timezone.now())
+        _write_balance(locked, org)
     return assignment
 
 
@@ -273,13 +331,14 @@ def complete_assignment(org: Organization, assignment_id: int, *, actor: str) ->
             return assignment
         now = timezone.now()
         if outcome is Outcome.START_THEN_COMPLETE:
-            _consume(locked, assignment, actor=actor, now=now)
+            _consume(locked, org, assignment, actor=actor, now=now)
         Assignment.objects.filter(pk=assignment.pk, org_id=org.pk).update(
             status=Assignment.Status.COMPLETED, completed_at=now
         )
-        _write_balance(locked)
-    assignment.status = Assignment.Status.COMPLETED
-    assignment.completed_at = now
+        assignment.status = Assignment.Status.COMPLETED
+        assignment.completed_at = now
+        emit(org.pk, "assignment.completed", _event_data(assignment))
+        _write_balance(locked, org)
     return assignment
 
 
@@ -309,6 +368,11 @@ def _release(
     for a in assignments:
         a.status = Assignment.Status.CANCELLED
         a.cancelled_at = now
+    emit_many(
+        locked.org_id,
+        "assignment.cancelled",
+        [{**_event_data(a), "reason": reason} for a in assignments],
+    )
 
 
 def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
@@ -319,7 +383,7 @@ def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> A
         if decide(assignment.status, Action.CANCEL) is Outcome.NOOP:
             return assignment
         _release(locked, [assignment], actor=actor, reason="cancelled")
-        _write_balance(locked)
+        _write_balance(locked, org)
     return assignment
 
 
@@ -368,7 +432,7 @@ def deactivate_employee(org: Organization, employee_id: int, *, actor: str) -> E
             )
         )
         _release(locked, pending, actor=actor, reason="employee deactivated")
-        _write_balance(locked)
+        _write_balance(locked, org)
     return employee
 
 
@@ -442,7 +506,13 @@ def purchase_credits(
             amount_cents=quote.total_cents,
             currency=quote.currency,
             description=f"{quantity} learncredits credits",
-            idempotency_key=f"purchase:{idempotency_key or purchase.pk}",
+            # Scoped by org and caller (two orgs may pick the same Idempotency-Key), and
+            # without a client key, by the purchase row.
+            idempotency_key=(
+                f"purchase:org_{org.pk}:{actor}:{idempotency_key}"
+                if idempotency_key
+                else f"purchase:pur_{purchase.pk}"
+            ),
         )
     )
     if not result.approved:
@@ -451,7 +521,7 @@ def purchase_credits(
         )
         raise PaymentFailed(
             f"the payment was declined: {result.failure_reason}",
-            purchase_id=purchase.pk,
+            purchase_id=ids.encode("purchase", purchase.pk),
         )
     return _mark_paid(org, purchase, reference=result.reference, actor=actor)
 
@@ -476,8 +546,20 @@ def _mark_paid(org: Organization, purchase: Purchase, *, reference: str, actor: 
                 actor=actor,
                 purchase_id=purchase.pk,
             )
-            issue_receipt(org, purchase)
-            _write_balance(locked)
+            receipt = issue_receipt(org, purchase)
+            emit(
+                org.pk,
+                "purchase.paid",
+                {
+                    "id": ids.encode("purchase", purchase.pk),
+                    "quantity": purchase.quantity,
+                    "unit_price_cents": purchase.unit_price_cents,
+                    "total_cents": purchase.total_cents,
+                    "currency": purchase.currency,
+                    "invoice_id": ids.encode("invoice", receipt.pk),
+                },
+            )
+            _write_balance(locked, org)
     purchase.refresh_from_db()
     return purchase
 
@@ -517,5 +599,5 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
             )
             entry.save()
             _record_draws(org.pk, entry, draws)
-        _write_balance(locked)
+        _write_balance(locked, org)
     return entry

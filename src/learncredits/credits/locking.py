@@ -19,10 +19,19 @@ class LockedBalance:
     org_id: int
     credits: int
     assigned: int
+    at_risk: bool
     entries: int = 0
+    available_before: int = 0
+
+    def __post_init__(self) -> None:
+        self.available_before = self.credits - self.assigned
 
 
 def lock_balance(org_id: int) -> LockedBalance:
     """Lock the org's balance row for the rest of the transaction and read it."""
-    row = Balance.objects.select_for_update().values_list("credits", "assigned").get(org_id=org_id)
-    return LockedBalance(org_id, row[0], row[1])
+    row = (
+        Balance.objects.select_for_update()
+        .values_list("credits", "assigned", "at_risk")
+        .get(org_id=org_id)
+    )
+    return LockedBalance(org_id, row[0], row[1], row[2])

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 from learncredits.domain.errors import ValidationFailed
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
+MIN_YEAR = 1970
+MAX_YEAR = 9998  # so that "the next period" always exists
 
 
 def period_of(moment: datetime, tz_name: str) -> str:
@@ -19,9 +21,13 @@ def period_of(moment: datetime, tz_name: str) -> str:
 
 def period_bounds(period: str, tz_name: str) -> tuple[datetime, datetime]:
     """The first instant of the period and of the next one, as aware datetimes."""
-    match = _PERIOD.match(period)
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
-        raise ValidationFailed("period must be YYYY-MM")
+    match = _PERIOD.fullmatch(period)
+    if (
+        not match
+        or not 1 <= int(match.group(2)) <= 12
+        or not MIN_YEAR <= int(match.group(1)) <= MAX_YEAR
+    ):
+        raise ValidationFailed(f"period must be YYYY-MM, years {MIN_YEAR} to {MAX_YEAR}")
     year, month = int(match.group(1)), int(match.group(2))
     tz = ZoneInfo(tz_name)
     start = datetime(year, month, 1, tzinfo=tz)
@@ -31,8 +37,8 @@ def period_bounds(period: str, tz_name: str) -> tuple[datetime, datetime]:
 
 def previous_period(period: str) -> str:
     """The month before ``period`` (``2026-01`` -> ``2025-12``)."""
-    match = _PERIOD.match(period)
-    if not match:
-        raise ValidationFailed("period must be YYYY-MM")
+    period_bounds(period, "UTC")  # validates
+    match = _PERIOD.fullmatch(period)
+    assert match is not None
     year, month = int(match.group(1)), int(match.group(2))
     return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"

@@ -17,6 +17,9 @@ class Organization(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     # At risk when assigned > 0 and available <= alert_threshold (SPEC.md section 4).
     alert_threshold = models.IntegerField(default=0)
+    # Mirror of the enabled auto top-up rule's trigger (billing.AutoTopUp.below_available),
+    # kept on the org so the write paths know without a query; null when no rule is active.
+    auto_top_up_below = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=dj_timezone.now)
 
     def __str__(self) -> str:

@@ -7,111 +7,231 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('credits', '0002_append_only'),
-        ('tenancy', '0001_initial'),
+        ("credits", "0002_append_only"),
+        ("tenancy", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='InvoiceSequence',
+            name="InvoiceSequence",
             fields=[
-                ('year', models.IntegerField(primary_key=True, serialize=False)),
-                ('last_number', models.IntegerField(default=0)),
+                ("year", models.IntegerField(primary_key=True, serialize=False)),
+                ("last_number", models.IntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='Invoice',
+            name="Invoice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.CharField(max_length=32, unique=True)),
-                ('kind', models.CharField(choices=[('purchase', 'Purchase'), ('monthly', 'Monthly')], max_length=16)),
-                ('period', models.CharField(max_length=7)),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('total_cents', models.BigIntegerField()),
-                ('buyer_name', models.CharField(max_length=200)),
-                ('buyer_email', models.EmailField(max_length=254)),
-                ('issued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('due_at', models.DateTimeField()),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='tenancy.organization')),
-                ('purchase', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='receipt', to='credits.purchase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.CharField(max_length=32, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("purchase", "Purchase"), ("monthly", "Monthly")], max_length=16
+                    ),
+                ),
+                ("period", models.CharField(max_length=7)),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("total_cents", models.BigIntegerField()),
+                ("buyer_name", models.CharField(max_length=200)),
+                ("buyer_email", models.EmailField(max_length=254)),
+                ("issued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("due_at", models.DateTimeField()),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="tenancy.organization",
+                    ),
+                ),
+                (
+                    "purchase",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="receipt",
+                        to="credits.purchase",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='InvoiceLine',
+            name="InvoiceLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.IntegerField()),
-                ('description', models.CharField(max_length=500)),
-                ('quantity', models.BigIntegerField()),
-                ('unit_price_cents', models.BigIntegerField()),
-                ('amount_cents', models.BigIntegerField()),
-                ('assignment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='credits.assignment')),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='lines', to='billing.invoice')),
-                ('ledger_entry', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='invoice_line', to='credits.ledgerentry')),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.IntegerField()),
+                ("description", models.CharField(max_length=500)),
+                ("quantity", models.BigIntegerField()),
+                ("unit_price_cents", models.BigIntegerField()),
+                ("amount_cents", models.BigIntegerField()),
+                (
+                    "assignment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="credits.assignment",
+                    ),
+                ),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lines",
+                        to="billing.invoice",
+                    ),
+                ),
+                (
+                    "ledger_entry",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoice_line",
+                        to="credits.ledgerentry",
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position'],
+                "ordering": ["position"],
             },
         ),
         migrations.CreateModel(
-            name='InvoicePayment',
+            name="InvoicePayment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('attempt', models.IntegerField()),
-                ('approved', models.BooleanField()),
-                ('amount_cents', models.BigIntegerField()),
-                ('reference', models.CharField(blank=True, default='', max_length=200)),
-                ('failure_reason', models.CharField(blank=True, default='', max_length=500)),
-                ('attempted_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='billing.invoice')),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("attempt", models.IntegerField()),
+                ("approved", models.BooleanField()),
+                ("amount_cents", models.BigIntegerField()),
+                ("reference", models.CharField(blank=True, default="", max_length=200)),
+                ("failure_reason", models.CharField(blank=True, default="", max_length=500)),
+                ("attempted_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payments",
+                        to="billing.invoice",
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='PeriodClose',
+            name="PeriodClose",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(max_length=7)),
-                ('closed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('invoices_issued', models.IntegerField(default=0)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period", models.CharField(max_length=7)),
+                ("closed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("invoices_issued", models.IntegerField(default=0)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='invoice',
-            index=models.Index(fields=['org', '-id'], name='invoice_org_id'),
+            model_name="invoice",
+            index=models.Index(fields=["org", "-id"], name="invoice_org_id"),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('total_cents__gte', 0)), name='invoice_total_nonneg'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("total_cents__gte", 0)), name="invoice_total_nonneg"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'purchase'), ('purchase__isnull', False)), models.Q(('kind', 'monthly'), ('purchase__isnull', True)), _connector='OR'), name='invoice_kind_matches_purchase'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "purchase"), ("purchase__isnull", False)),
+                    models.Q(("kind", "monthly"), ("purchase__isnull", True)),
+                    _connector="OR",
+                ),
+                name="invoice_kind_matches_purchase",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.UniqueConstraint(fields=('invoice', 'position'), name='line_position_unique'),
+            model_name="invoiceline",
+            constraint=models.UniqueConstraint(
+                fields=("invoice", "position"), name="line_position_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_cents', django.db.models.expressions.CombinedExpression(models.F('quantity'), '*', models.F('unit_price_cents')))), name='line_amount_consistent'),
+            model_name="invoiceline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "amount_cents",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("quantity"), "*", models.F("unit_price_cents")
+                        ),
+                    )
+                ),
+                name="line_amount_consistent",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoicepayment',
-            constraint=models.UniqueConstraint(fields=('invoice', 'attempt'), name='payment_attempt_unique'),
+            model_name="invoicepayment",
+            constraint=models.UniqueConstraint(
+                fields=("invoice", "attempt"), name="payment_attempt_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoicepayment',
-            constraint=models.UniqueConstraint(condition=models.Q(('approved', True)), fields=('invoice',), name='payment_one_approval'),
+            model_name="invoicepayment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("approved", True)),
+                fields=("invoice",),
+                name="payment_one_approval",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='periodclose',
-            constraint=models.UniqueConstraint(fields=('org', 'period'), name='period_close_once'),
+            model_name="periodclose",
+            constraint=models.UniqueConstraint(fields=("org", "period"), name="period_close_once"),
         ),
     ]

@@ -6,51 +6,96 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Content',
+            name="Content",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=300)),
-                ('premium', models.BooleanField()),
-                ('credit_cost', models.IntegerField()),
-                ('xapi_activity_id', models.CharField(blank=True, max_length=2000, null=True, unique=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                ("premium", models.BooleanField()),
+                ("credit_cost", models.IntegerField()),
+                (
+                    "xapi_activity_id",
+                    models.CharField(blank=True, max_length=2000, null=True, unique=True),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('credit_cost__gte', 1), ('premium', True)), models.Q(('credit_cost', 0), ('premium', False)), _connector='OR'), name='content_premium_cost_consistent')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("credit_cost__gte", 1), ("premium", True)),
+                            models.Q(("credit_cost", 0), ("premium", False)),
+                            _connector="OR",
+                        ),
+                        name="content_premium_cost_consistent",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PriceBook',
+            name="PriceBook",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('retail_unit_price_cents', models.IntegerField()),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.CharField(default='system', max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("retail_unit_price_cents", models.IntegerField()),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_by", models.CharField(default="system", max_length=200)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('retail_unit_price_cents__gte', 1)), name='pricebook_retail_positive')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("retail_unit_price_cents__gte", 1)),
+                        name="pricebook_retail_positive",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PriceTier',
+            name="PriceTier",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('min_quantity', models.IntegerField()),
-                ('unit_price_cents', models.IntegerField()),
-                ('book', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='tiers', to='catalog.pricebook')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("min_quantity", models.IntegerField()),
+                ("unit_price_cents", models.IntegerField()),
+                (
+                    "book",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="tiers",
+                        to="catalog.pricebook",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['min_quantity'],
-                'constraints': [models.UniqueConstraint(fields=('book', 'min_quantity'), name='tier_unique_min_qty'), models.CheckConstraint(condition=models.Q(('min_quantity__gte', 1), ('unit_price_cents__gte', 1)), name='tier_positive')],
+                "ordering": ["min_quantity"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("book", "min_quantity"), name="tier_unique_min_qty"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("min_quantity__gte", 1), ("unit_price_cents__gte", 1)),
+                        name="tier_positive",
+                    ),
+                ],
             },
         ),
     ]

@@ -7,179 +7,415 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0001_initial'),
-        ('tenancy', '0001_initial'),
+        ("catalog", "0001_initial"),
+        ("tenancy", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('assigned', 'Assigned'), ('started', 'Started'), ('completed', 'Completed'), ('cancelled', 'Cancelled')], default='assigned', max_length=16)),
-                ('credit_cost', models.IntegerField()),
-                ('charged_credits', models.IntegerField(default=0)),
-                ('overage_credits', models.IntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('cancelled_at', models.DateTimeField(blank=True, null=True)),
-                ('content', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='catalog.content')),
-                ('employee', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='tenancy.employee')),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='assignments', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("assigned", "Assigned"),
+                            ("started", "Started"),
+                            ("completed", "Completed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="assigned",
+                        max_length=16,
+                    ),
+                ),
+                ("credit_cost", models.IntegerField()),
+                ("charged_credits", models.IntegerField(default=0)),
+                ("overage_credits", models.IntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("cancelled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "content",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="catalog.content"
+                    ),
+                ),
+                (
+                    "employee",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, to="tenancy.employee"
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="assignments",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Balance',
+            name="Balance",
             fields=[
-                ('org', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, primary_key=True, related_name='balance', serialize=False, to='tenancy.organization')),
-                ('credits', models.BigIntegerField(default=0)),
-                ('assigned', models.BigIntegerField(default=0)),
+                (
+                    "org",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        primary_key=True,
+                        related_name="balance",
+                        serialize=False,
+                        to="tenancy.organization",
+                    ),
+                ),
+                ("credits", models.BigIntegerField(default=0)),
+                ("assigned", models.BigIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('credits__gte', 0)), name='balance_credits_nonneg'), models.CheckConstraint(condition=models.Q(('assigned__gte', 0)), name='balance_assigned_nonneg')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("credits__gte", 0)), name="balance_credits_nonneg"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("assigned__gte", 0)), name="balance_assigned_nonneg"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CreditLot',
+            name="CreditLot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('purchase', 'Purchase'), ('grant', 'Grant')], max_length=16)),
-                ('quantity', models.BigIntegerField()),
-                ('remaining', models.BigIntegerField()),
-                ('unit_price_cents', models.BigIntegerField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='lots', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("purchase", "Purchase"), ("grant", "Grant")], max_length=16
+                    ),
+                ),
+                ("quantity", models.BigIntegerField()),
+                ("remaining", models.BigIntegerField()),
+                ("unit_price_cents", models.BigIntegerField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lots",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(choices=[('purchase', 'Purchase'), ('grant', 'Grant'), ('adjustment', 'Adjustment'), ('reserve', 'Reserve'), ('release', 'Release'), ('consume', 'Consume'), ('reassign', 'Reassign')], max_length=16)),
-                ('credits_delta', models.BigIntegerField(default=0)),
-                ('assigned_delta', models.BigIntegerField(default=0)),
-                ('overage_credits', models.BigIntegerField(default=0)),
-                ('retail_unit_price_cents', models.BigIntegerField(blank=True, null=True)),
-                ('credits_after', models.BigIntegerField()),
-                ('assigned_after', models.BigIntegerField()),
-                ('actor', models.CharField(max_length=200)),
-                ('reason', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('assignment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger', to='credits.assignment')),
-                ('lot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='created_by', to='credits.creditlot')),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ledger', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("purchase", "Purchase"),
+                            ("grant", "Grant"),
+                            ("adjustment", "Adjustment"),
+                            ("reserve", "Reserve"),
+                            ("release", "Release"),
+                            ("consume", "Consume"),
+                            ("reassign", "Reassign"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("credits_delta", models.BigIntegerField(default=0)),
+                ("assigned_delta", models.BigIntegerField(default=0)),
+                ("overage_credits", models.BigIntegerField(default=0)),
+                ("retail_unit_price_cents", models.BigIntegerField(blank=True, null=True)),
+                ("credits_after", models.BigIntegerField()),
+                ("assigned_after", models.BigIntegerField()),
+                ("actor", models.CharField(max_length=200)),
+                ("reason", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "assignment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger",
+                        to="credits.assignment",
+                    ),
+                ),
+                (
+                    "lot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="created_by",
+                        to="credits.creditlot",
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ledger",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LotDraw',
+            name="LotDraw",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('quantity', models.BigIntegerField()),
-                ('entry', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='draws', to='credits.ledgerentry')),
-                ('lot', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='draws', to='credits.creditlot')),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("quantity", models.BigIntegerField()),
+                (
+                    "entry",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="draws",
+                        to="credits.ledgerentry",
+                    ),
+                ),
+                (
+                    "lot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="draws",
+                        to="credits.creditlot",
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Purchase',
+            name="Purchase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('quantity', models.IntegerField()),
-                ('unit_price_cents', models.BigIntegerField()),
-                ('total_cents', models.BigIntegerField()),
-                ('retail_unit_price_cents', models.BigIntegerField()),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('paid', 'Paid'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('provider', models.CharField(max_length=32)),
-                ('provider_reference', models.CharField(blank=True, default='', max_length=200)),
-                ('failure_reason', models.CharField(blank=True, default='', max_length=500)),
-                ('actor', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='purchases', to='tenancy.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("quantity", models.IntegerField()),
+                ("unit_price_cents", models.BigIntegerField()),
+                ("total_cents", models.BigIntegerField()),
+                ("retail_unit_price_cents", models.BigIntegerField()),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("paid", "Paid"), ("failed", "Failed")],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("provider", models.CharField(max_length=32)),
+                ("provider_reference", models.CharField(blank=True, default="", max_length=200)),
+                ("failure_reason", models.CharField(blank=True, default="", max_length=500)),
+                ("actor", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="purchases",
+                        to="tenancy.organization",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='ledgerentry',
-            name='purchase',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger', to='credits.purchase'),
+            model_name="ledgerentry",
+            name="purchase",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="ledger",
+                to="credits.purchase",
+            ),
         ),
         migrations.AddField(
-            model_name='creditlot',
-            name='purchase',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='lot', to='credits.purchase'),
+            model_name="creditlot",
+            name="purchase",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="lot",
+                to="credits.purchase",
+            ),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['org', '-id'], name='assignment_org_id'),
+            model_name="assignment",
+            index=models.Index(fields=["org", "-id"], name="assignment_org_id"),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['org', 'employee', 'status'], name='assignment_org_emp_status'),
+            model_name="assignment",
+            index=models.Index(
+                fields=["org", "employee", "status"], name="assignment_org_emp_status"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['assigned', 'started'])), fields=('org', 'employee', 'content'), name='assignment_one_open_per_employee_content'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["assigned", "started"])),
+                fields=("org", "employee", "content"),
+                name="assignment_one_open_per_employee_content",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.CheckConstraint(condition=models.Q(('charged_credits__gte', 0), ('credit_cost__gte', 0), ('overage_credits__gte', 0)), name='assignment_amounts_nonneg'),
+            model_name="assignment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("charged_credits__gte", 0),
+                    ("credit_cost__gte", 0),
+                    ("overage_credits__gte", 0),
+                ),
+                name="assignment_amounts_nonneg",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('charged_credits', 0), ('overage_credits', 0), ('status__in', ['assigned', 'cancelled'])), models.Q(('credit_cost', django.db.models.expressions.CombinedExpression(models.F('charged_credits'), '+', models.F('overage_credits'))), ('status__in', ['started', 'completed'])), _connector='OR'), name='assignment_charge_matches_status'),
+            model_name="assignment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("charged_credits", 0),
+                        ("overage_credits", 0),
+                        ("status__in", ["assigned", "cancelled"]),
+                    ),
+                    models.Q(
+                        (
+                            "credit_cost",
+                            django.db.models.expressions.CombinedExpression(
+                                models.F("charged_credits"), "+", models.F("overage_credits")
+                            ),
+                        ),
+                        ("status__in", ["started", "completed"]),
+                    ),
+                    _connector="OR",
+                ),
+                name="assignment_charge_matches_status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='lotdraw',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gt', 0)), name='lotdraw_quantity_pos'),
+            model_name="lotdraw",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gt", 0)), name="lotdraw_quantity_pos"
+            ),
         ),
         migrations.AddIndex(
-            model_name='purchase',
-            index=models.Index(fields=['org', '-id'], name='purchase_org_id'),
+            model_name="purchase",
+            index=models.Index(fields=["org", "-id"], name="purchase_org_id"),
         ),
         migrations.AddConstraint(
-            model_name='purchase',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='purchase_quantity_pos'),
+            model_name="purchase",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gte", 1)), name="purchase_quantity_pos"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='purchase',
-            constraint=models.CheckConstraint(condition=models.Q(('total_cents', django.db.models.expressions.CombinedExpression(models.F('quantity'), '*', models.F('unit_price_cents')))), name='purchase_total_consistent'),
+            model_name="purchase",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total_cents",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("quantity"), "*", models.F("unit_price_cents")
+                        ),
+                    )
+                ),
+                name="purchase_total_consistent",
+            ),
         ),
         migrations.AddIndex(
-            model_name='ledgerentry',
-            index=models.Index(fields=['org', '-id'], name='ledger_org_id'),
+            model_name="ledgerentry",
+            index=models.Index(fields=["org", "-id"], name="ledger_org_id"),
         ),
         migrations.AddIndex(
-            model_name='ledgerentry',
-            index=models.Index(fields=['org', 'created_at'], name='ledger_org_created'),
+            model_name="ledgerentry",
+            index=models.Index(fields=["org", "created_at"], name="ledger_org_created"),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(('assigned_after__gte', 0), ('credits_after__gte', 0), ('overage_credits__gte', 0)), name='ledger_after_nonneg'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("assigned_after__gte", 0),
+                    ("credits_after__gte", 0),
+                    ("overage_credits__gte", 0),
+                ),
+                name="ledger_after_nonneg",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(('overage_credits', 0), ('retail_unit_price_cents__isnull', False), _connector='OR'), name='ledger_overage_has_price'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("overage_credits", 0),
+                    ("retail_unit_price_cents__isnull", False),
+                    _connector="OR",
+                ),
+                name="ledger_overage_has_price",
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditlot',
-            index=models.Index(condition=models.Q(('remaining__gt', 0)), fields=['org', 'id'], name='lot_open_fifo'),
+            model_name="creditlot",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0)), fields=["org", "id"], name="lot_open_fifo"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gt', 0)), name='lot_quantity_pos'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gt", 0)), name="lot_quantity_pos"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining__gte', 0), ('remaining__lte', models.F('quantity'))), name='lot_remaining_within_quantity'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("remaining__gte", 0), ("remaining__lte", models.F("quantity"))),
+                name="lot_remaining_within_quantity",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('unit_price_cents__gte', 0)), name='lot_price_nonneg'),
+            model_name="creditlot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("unit_price_cents__gte", 0)), name="lot_price_nonneg"
+            ),
         ),
     ]

@@ -1,0 +1,141 @@
+"""Auto top-up: buy credits by themselves when available drops below the org's trigger.
+
+The write paths call ``check_after_change`` when they write the balance; crossing below the
+trigger queues ``run_auto_top_up`` after commit (and the worker's periodic tick also looks at
+every org that is below). The run re-checks everything under a lock on the rule, respects the
+monthly limits, and buys through the normal purchase path at the volume price. A declined
+payment switches the rule off, tells the org, and is never retried in a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from learncredits.domain.balance import Counters
+from learncredits.domain.errors import PaymentFailed, ValidationFailed
+from learncredits.domain.periods import period_bounds, period_of
+from learncredits.tenancy.models import Organization
+
+ACTOR = "system:auto_top_up"
+MAX_LIMIT = 1_000_000
+
+
+def check_after_change(org: Organization, available_before: int, counters: Counters) -> None:
+    """Called by every balance write; does something only when the change crosses below the
+    org's trigger (the periodic tick looks after orgs that stay below)."""
+    below = org.auto_top_up_below
+    if below is None or counters.available >= below or available_before < below:
+        return
+    org_id = org.pk
+
+    def enqueue() -> None:
+        from learncredits.billing.tasks import auto_top_up_task
+
+        auto_top_up_task.enqueue(org_id)
+
+    transaction.on_commit(enqueue)
+
+
+@dataclass(frozen=True)
+class RuleIn:
+    enabled: bool
+    below_available: int
+    quantity: int | None
+    target_available: int | None
+    max_purchases_per_month: int
+    max_credits_per_month: int
+
+
+def configure(org: Organization, rule: RuleIn) -> Any:
+    """Set the org's rule (validated), keeping the org's trigger mirror in step."""
+    from learncredits.billing.models import AutoTopUp
+
+    if (rule.quantity is None) == (rule.target_available is None):
+        raise ValidationFailed("give exactly one of quantity and target_available")
+    if rule.quantity is not None and not 1 <= rule.quantity <= MAX_LIMIT:
+        raise ValidationFailed(f"quantity must be between 1 and {MAX_LIMIT}")
+    if rule.target_available is not None and rule.target_available <= rule.below_available:
+        raise ValidationFailed("target_available must be above below_available")
+    if not 1 <= rule.max_purchases_per_month <= 1000:
+        raise ValidationFailed("max_purchases_per_month must be between 1 and 1000")
+    if not 1 <= rule.max_credits_per_month <= MAX_LIMIT:
+        raise ValidationFailed(f"max_credits_per_month must be between 1 and {MAX_LIMIT}")
+    with transaction.atomic():
+        saved, _ = AutoTopUp.objects.update_or_create(
+            org=org,
+            defaults={
+                "enabled": rule.enabled,
+                "below_available": rule.below_available,
+                "quantity": rule.quantity,
+                "target_available": rule.target_available,
+                "max_purchases_per_month": rule.max_purchases_per_month,
+                "max_credits_per_month": rule.max_credits_per_month,
+                "disabled_reason": "",
+                "updated_at": timezone.now(),
+            },
+        )
+        org.auto_top_up_below = rule.below_available if rule.enabled else None
+        org.save(update_fields=["auto_top_up_below"])
+    return saved
+
+
+def run_auto_top_up(org_id: int) -> str:
+    """Buy if the rule says so; returns what happened (for logs and tests)."""
+    from learncredits.billing.models import AutoTopUp
+    from learncredits.credits.actions import purchase_credits
+    from learncredits.credits.models import Balance, Purchase
+    from learncredits.notify.events import emit
+
+    with transaction.atomic():
+        rule = AutoTopUp.objects.select_for_update().filter(org_id=org_id).first()
+        if rule is None or not rule.enabled:
+            return "no rule"
+        org = Organization.objects.get(pk=org_id)
+        balance = Balance.objects.get(org_id=org_id)
+        available = balance.credits - balance.assigned
+        if available >= rule.below_available:
+            return "not needed"
+        start, end = period_bounds(period_of(timezone.now(), org.timezone), org.timezone)
+        this_month = Purchase.objects.filter(
+            org_id=org_id,
+            actor=ACTOR,
+            status=Purchase.Status.PAID,
+            created_at__gte=start,
+            created_at__lt=end,
+        ).aggregate(count=Count("pk"), credits=Sum("quantity"))
+        bought = int(this_month["credits"] or 0)
+        if this_month["count"] >= rule.max_purchases_per_month:
+            return "monthly purchase limit reached"
+        wanted = rule.quantity or (rule.target_available or 0) - available
+        quantity = min(wanted, rule.max_credits_per_month - bought)
+        if quantity <= 0:
+            return "monthly credit limit reached"
+        try:
+            purchase_credits(org, quantity, actor=ACTOR)
+        except PaymentFailed as exc:
+            rule.enabled = False
+            rule.disabled_reason = exc.detail[:500]
+            rule.updated_at = timezone.now()
+            rule.save(update_fields=["enabled", "disabled_reason", "updated_at"])
+            Organization.objects.filter(pk=org_id).update(auto_top_up_below=None)
+            emit(org_id, "auto_top_up.failed", {"quantity": quantity, "reason": exc.detail})
+            return "declined; rule disabled"
+    return f"bought {quantity}"
+
+
+def run_due() -> int:
+    """Periodic safety net: run every enabled rule whose org is below its trigger."""
+    from learncredits.credits.models import Balance
+
+    ran = 0
+    for org in Organization.objects.filter(auto_top_up_below__isnull=False):
+        balance = Balance.objects.get(org_id=org.pk)
+        if balance.credits - balance.assigned < (org.auto_top_up_below or 0):
+            run_auto_top_up(org.pk)
+            ran += 1
+    return ran

@@ -1,0 +1,48 @@
+"""At-risk and overage alerts (SPEC.md section 4), evaluated inside the changing transaction.
+
+The balance row carries ``at_risk`` as of its last write, so a change that does not cross the
+line costs nothing extra; crossing it opens or resolves the alert and emits the event that
+sends the one email (and the webhook). The overage alert opens at the first overage of a
+billing period, once (a partial unique index makes a second one impossible).
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from learncredits.domain.balance import Counters
+from learncredits.notify.events import emit
+from learncredits.notify.models import Alert
+
+
+def at_risk_changed(org_id: int, counters: Counters, at_risk: bool, threshold: int) -> None:
+    """The org just crossed the at-risk line (in either direction)."""
+    data = {
+        "credits": counters.credits,
+        "assigned": counters.assigned,
+        "available": counters.available,
+        "alert_threshold": threshold,
+    }
+    if at_risk:
+        Alert.objects.create(org_id=org_id, kind=Alert.Kind.AT_RISK)
+        emit(org_id, "balance.at_risk", data)
+    else:
+        Alert.objects.filter(org_id=org_id, kind=Alert.Kind.AT_RISK, active=True).update(
+            active=False, resolved_at=timezone.now()
+        )
+        emit(org_id, "balance.recovered", data)
+
+
+def overage_incurred(org_id: int, period: str, data: dict[str, object]) -> None:
+    """Every overage emits ``overage.incurred``; the first of a period also opens the alert
+    (and only that one is emailed)."""
+    first = False
+    if not Alert.objects.filter(org_id=org_id, kind=Alert.Kind.OVERAGE, period=period).exists():
+        try:
+            with transaction.atomic():
+                Alert.objects.create(org_id=org_id, kind=Alert.Kind.OVERAGE, period=period)
+            first = True
+        except IntegrityError:  # pragma: no cover - the balance lock serializes this
+            first = False
+    emit(org_id, "overage.incurred", {**data, "period": period, "first_of_period": first})

@@ -1,0 +1,85 @@
+"""Which events become emails, to whom, and with what words (templates in notify/email/).
+
+One email when an org becomes at risk, one for the first overage of a period, one per issued
+invoice, one per declined payment (and when auto top-up or a webhook endpoint is switched
+off). Recipients: the org's billing email and its admins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from learncredits.catalog.services import current_price_book
+from learncredits.domain import pricing
+from learncredits.domain.money import format_cents
+from learncredits.notify.models import EmailMessage, Event
+from learncredits.tenancy.models import Membership, Organization
+
+SUBJECTS = {
+    "balance.at_risk": "Your learncredits balance is running low",
+    "overage.incurred": "Assignments are now billed at the retail rate",
+    "invoice.issued": "Your learncredits {kind} {number}",
+    "invoice.payment_failed": "Payment declined for invoice {number}",
+    "auto_top_up.failed": "Auto top-up stopped: the payment was declined",
+    "webhook.endpoint_disabled": "A webhook endpoint was switched off",
+}
+
+
+def recipients(org: Organization) -> list[str]:
+    admins = Membership.objects.filter(org=org, role=Membership.Role.ADMIN).values_list(
+        "user__email", flat=True
+    )
+    return list(dict.fromkeys([org.billing_email, *admins]))
+
+
+def _top_up_quote(needed: int) -> dict[str, Any] | None:
+    if needed < 1:
+        return None
+    quote = pricing.quote(current_price_book(), min(needed, pricing.MAX_PURCHASE_QUANTITY))
+    return {
+        "quantity": quote.quantity,
+        "total": format_cents(quote.total_cents),
+        "unit_price": format_cents(quote.unit_price_cents),
+        "better_quantity": quote.better_quantity,
+        "better_total": format_cents(quote.better_total_cents)
+        if quote.better_total_cents is not None
+        else None,
+    }
+
+
+def compose(event: Event) -> EmailMessage | None:
+    """The email an event causes, or None. Rendered now, so a retry sends the same words."""
+    if event.type not in SUBJECTS:
+        return None
+    data = dict(event.data)
+    if event.type == "overage.incurred" and not data.get("first_of_period"):
+        return None
+    org = event.org
+    context: dict[str, Any] = {
+        "org": org,
+        "data": data,
+        "billing_url": settings.LEARNCREDITS_BASE_URL.rstrip("/") + "/settings/billing",
+    }
+    if event.type == "balance.at_risk":
+        # Enough to bring available back above the alert threshold.
+        context["quote"] = _top_up_quote(data["alert_threshold"] - data["available"] + 1)
+    for key in ("total_cents", "amount_cents"):
+        if key in data:
+            context[key.replace("_cents", "")] = format_cents(int(data[key]))
+    kind = event.type.replace(".", "_")
+    subject = SUBJECTS[event.type].format(
+        kind="receipt" if data.get("kind") == "purchase" else "invoice",
+        number=data.get("number", ""),
+    )
+    return EmailMessage(
+        org=org,
+        event=event,
+        kind=event.type,
+        recipients=recipients(org),
+        subject=subject,
+        text=render_to_string(f"notify/email/{kind}.txt", context),
+        html=render_to_string(f"notify/email/{kind}.html", context),
+    )

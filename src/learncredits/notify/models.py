@@ -1,0 +1,144 @@
+"""Alerts and the transactional outbox: events, emails and webhook deliveries.
+
+An ``Event`` row is written in the same transaction as the change that causes it, so an event
+exists exactly when its change committed. The worker turns events into ``EmailMessage`` and
+``WebhookDelivery`` rows (in one transaction, marking the event dispatched) and delivers those
+with retries. A crash anywhere loses nothing: undispatched events and undelivered messages
+are simply picked up again.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from learncredits.tenancy.models import Organization
+
+
+class Alert(models.Model):
+    class Kind(models.TextChoices):
+        AT_RISK = "at_risk"
+        OVERAGE = "overage"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alerts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The billing period of an overage alert (one per period); empty for at_risk.
+    period = models.CharField(max_length=7, blank=True, default="")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "-id"], name="alert_org_id")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org"],
+                condition=Q(kind="at_risk", active=True),
+                name="alert_one_active_at_risk",
+            ),
+            models.UniqueConstraint(
+                fields=["org", "period"],
+                condition=Q(kind="overage"),
+                name="alert_one_overage_per_period",
+            ),
+        ]
+
+
+class Event(models.Model):
+    """Something that happened to an org, for email and webhooks. Written in the causing
+    transaction; ``dispatched_at`` is set when the worker has fanned it out."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="events")
+    type = models.CharField(max_length=64)
+    data = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"], name="event_undispatched", condition=Q(dispatched_at__isnull=True)
+            ),
+        ]
+
+
+class Delivery(models.Model):
+    """Shared bookkeeping of a message that is retried until delivered or given up."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # Set while a worker is sending; another worker may take it over once it has passed.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class EmailMessage(Delivery):
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="emails")
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.PROTECT)
+    kind = models.CharField(max_length=64)
+    recipients = models.JSONField()
+    subject = models.CharField(max_length=300)
+    text = models.TextField()
+    html = models.TextField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], name="email_due", condition=Q(status="pending")
+            ),
+        ]
+        constraints = [
+            # One email per event and kind: dispatching an event twice cannot send twice.
+            models.UniqueConstraint(fields=["event", "kind"], name="email_once_per_event"),
+        ]
+
+
+class WebhookEndpoint(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    # Event types to send; empty means all.
+    events = models.JSONField(default=list)
+    secret = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    consecutive_failures = models.IntegerField(default=0)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class WebhookDelivery(Delivery):
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    event_type = models.CharField(max_length=64)
+    last_status_code = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], name="webhook_due", condition=Q(status="pending")
+            ),
+            models.Index(fields=["endpoint", "-id"], name="webhook_endpoint_id"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_once_per_event"),
+        ]
+
+    @property
+    def webhook_id(self) -> str:
+        """The same on every retry: receivers deduplicate on it."""
+        return f"msg_evt_{self.event_id}"

@@ -1,0 +1,48 @@
+"""Webhook endpoints: created with a ``whsec_`` secret shown once, deleted softly."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from django.utils import timezone
+
+from learncredits.domain.errors import NotFound, ValidationFailed
+from learncredits.notify.delivery import UnsafeUrl, check_url
+from learncredits.notify.events import WEBHOOK_EVENT_TYPES
+from learncredits.notify.models import WebhookEndpoint
+from learncredits.tenancy.models import Organization
+
+MAX_ENDPOINTS_PER_ORG = 20
+
+
+def create_endpoint(org: Organization, *, url: str, events: list[str]) -> WebhookEndpoint:
+    unknown = sorted(set(events) - set(WEBHOOK_EVENT_TYPES))
+    if unknown:
+        raise ValidationFailed(
+            f"unknown event types: {', '.join(unknown)}", allowed=list(WEBHOOK_EVENT_TYPES)
+        )
+    try:
+        check_url(url)
+    except UnsafeUrl as exc:
+        raise ValidationFailed(f"url refused: {exc}") from None
+    live = WebhookEndpoint.objects.filter(org=org, deleted_at__isnull=True).count()
+    if live >= MAX_ENDPOINTS_PER_ORG:
+        raise ValidationFailed(f"at most {MAX_ENDPOINTS_PER_ORG} webhook endpoints per org")
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    return WebhookEndpoint.objects.create(
+        org=org, url=url, events=sorted(set(events)), secret=secret
+    )
+
+
+def get_endpoint(org: Organization, endpoint_id: int) -> WebhookEndpoint:
+    found = WebhookEndpoint.objects.filter(org=org, pk=endpoint_id, deleted_at__isnull=True).first()
+    if found is None:
+        raise NotFound("webhook endpoint not found")
+    return found
+
+
+def delete_endpoint(org: Organization, endpoint_id: int) -> None:
+    """Stop sending to it; its delivery log stays (deliveries refer to it)."""
+    endpoint = get_endpoint(org, endpoint_id)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(deleted_at=timezone.now(), active=False)
