@@ -1,11 +1,12 @@
-"""URL map: the v1 API under /api/v1/ and the operator console under /admin/."""
+"""URL map: the v1 API under /api/v1/, the operator console under /admin/, the dashboard."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from learncredits.api.app import api
 
 urlpatterns = [
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
+    path("", include("learncredits.web.urls")),
 ]

@@ -48,9 +48,10 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
     }
 
 
-def invoice_html(invoice: Invoice, *, for_pdf: bool = False) -> str:
+def invoice_html(invoice: Invoice, *, for_pdf: bool = False, csp_nonce: str = "") -> str:
     context = invoice_context(invoice)
     context["for_pdf"] = for_pdf
+    context["csp_nonce"] = csp_nonce
     return render_to_string("billing/invoice.html", context)
 
 

@@ -1,0 +1,337 @@
+"""The operator console (Django admin): organizations, catalog, price book, adjustments, and
+read-only views of the ledger, invoices, purchases, alerts and webhook deliveries.
+
+Immutable records (ledger entries, lot draws, invoices and their lines and payments) have no
+add, change or delete permission here; the database refuses such writes anyway. Adjustments
+and price-book changes go through the same services as the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+
+from learncredits.billing.models import Invoice, InvoiceLine, InvoicePayment
+from learncredits.catalog.models import Content, PriceBook, PriceTier
+from learncredits.catalog.services import create_content, current_price_book, set_price_book
+from learncredits.credits import actions
+from learncredits.credits.models import Assignment, Balance, LedgerEntry, Purchase
+from learncredits.domain import pricing
+from learncredits.domain.errors import DomainError
+from learncredits.notify.models import Alert, WebhookDelivery, WebhookEndpoint
+from learncredits.tenancy import services as tenancy
+from learncredits.tenancy.models import Employee, Organization
+
+admin.site.site_header = "learncredits operator console"
+admin.site.site_title = "learncredits"
+
+
+def operator_actor(request: HttpRequest) -> str:
+    return f"operator:{request.user.get_username()}"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Visible, searchable, never editable."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AdjustmentForm(forms.Form):
+    credits = forms.IntegerField(help_text="positive grants credits (at cost 0); negative removes")
+    reason = forms.CharField(widget=forms.Textarea, max_length=2000, help_text="required")
+
+
+class BalanceInline(admin.TabularInline):
+    model = Balance
+    fields = ("credits", "assigned", "at_risk")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "billing_email", "timezone", "alert_threshold", "created_at")
+    search_fields = ("name", "billing_email")
+    fields = ("name", "billing_email", "timezone", "alert_threshold")
+    inlines = [BalanceInline]
+    change_form_template = "admin/learncredits/organization_change.html"
+
+    def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
+        try:
+            if change:
+                tenancy.update_org(obj, {f: getattr(obj, f) for f in form.changed_data})
+                if "alert_threshold" in form.changed_data:
+                    actions.reevaluate_at_risk(obj)
+            else:
+                created = tenancy.create_org(
+                    name=obj.name,
+                    billing_email=obj.billing_email,
+                    timezone_name=obj.timezone,
+                    alert_threshold=obj.alert_threshold,
+                )
+                obj.pk = created.pk
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[Any]:
+        custom = [
+            path(
+                "<int:org_id>/adjust/",
+                self.admin_site.admin_view(self.adjust),
+                name="learncredits_adjust",
+            ),
+        ]
+        return custom + super().get_urls()
+
+    def adjust(self, request: HttpRequest, org_id: int) -> HttpResponse:
+        """An operator adjustment, with a required reason, through the one write path."""
+        org = get_object_or_404(Organization, pk=org_id)
+        form = AdjustmentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                entry = actions.adjust_credits(
+                    org,
+                    form.cleaned_data["credits"],
+                    reason=form.cleaned_data["reason"],
+                    actor=operator_actor(request),
+                )
+            except DomainError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                messages.success(request, f"Adjusted {org.name} by {entry.credits_delta} credits.")
+                return HttpResponseRedirect(
+                    reverse("admin:tenancy_organization_change", args=[org.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "org": org,
+            "title": f"Adjust credits of {org.name}",
+        }
+        return render(request, "admin/learncredits/adjust.html", context)
+
+
+@admin.register(Employee)
+class EmployeeAdmin(ReadOnlyAdmin):
+    list_display = ("id", "org", "name", "email", "active")
+    list_filter = ("active",)
+    search_fields = ("name", "email")
+
+
+class ContentForm(forms.ModelForm):
+    class Meta:
+        model = Content
+        fields = ("title", "premium", "credit_cost", "xapi_activity_id")
+
+
+@admin.register(Content)
+class ContentAdmin(admin.ModelAdmin):
+    form = ContentForm
+    list_display = ("id", "title", "premium", "credit_cost", "xapi_activity_id")
+    search_fields = ("title",)
+
+    def save_model(self, request: HttpRequest, obj: Content, form: Any, change: bool) -> None:
+        if change:
+            # A catalog change never reprices existing reservations (cost is fixed at assign).
+            super().save_model(request, obj, form, change)
+            return
+        try:
+            created = create_content(
+                title=obj.title,
+                premium=obj.premium,
+                credit_cost=obj.credit_cost,
+                xapi_activity_id=obj.xapi_activity_id,
+            )
+            obj.pk = created.pk
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PriceBookForm(forms.Form):
+    retail_unit_price_cents = forms.IntegerField(min_value=1)
+    tiers = forms.CharField(
+        widget=forms.Textarea,
+        help_text="one tier per line: min_quantity unit_price_cents (e.g. '50 900')",
+    )
+
+    def clean_tiers(self) -> list[pricing.Tier]:
+        tiers = []
+        for number, line in enumerate(self.cleaned_data["tiers"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                raise forms.ValidationError(f"line {number}: two whole numbers, please")
+            tiers.append(pricing.Tier(int(parts[0]), int(parts[1])))
+        return tiers
+
+
+class PriceTierInline(admin.TabularInline):
+    model = PriceTier
+    fields = ("min_quantity", "unit_price_cents")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(PriceBook)
+class PriceBookAdmin(ReadOnlyAdmin):
+    """Versions of the price book; a new version is set with validation, never edited."""
+
+    list_display = ("id", "retail_unit_price_cents", "currency", "created_at", "created_by")
+    inlines = [PriceTierInline]
+    change_list_template = "admin/learncredits/pricebook_changelist.html"
+
+    def get_urls(self) -> list[Any]:
+        own = path("set/", self.admin_site.admin_view(self.set_book), name="learncredits_set_price")
+        return [own, *super().get_urls()]
+
+    def set_book(self, request: HttpRequest) -> HttpResponse:
+        book = current_price_book()
+        initial = {
+            "retail_unit_price_cents": book.retail_unit_price_cents,
+            "tiers": "\n".join(f"{t.min_quantity} {t.unit_price_cents}" for t in book.tiers),
+        }
+        form = PriceBookForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                set_price_book(
+                    form.cleaned_data["retail_unit_price_cents"],
+                    form.cleaned_data["tiers"],
+                    actor=operator_actor(request),
+                )
+            except DomainError as exc:
+                problems = exc.extra.get("errors")
+                for problem in problems if isinstance(problems, list) else [exc.detail]:
+                    form.add_error(None, str(problem))
+            else:
+                messages.success(request, "New price book in force.")
+                return HttpResponseRedirect(reverse("admin:catalog_pricebook_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Set the price book",
+        }
+        return render(request, "admin/learncredits/set_price_book.html", context)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "org",
+        "type",
+        "credits_delta",
+        "assigned_delta",
+        "overage_credits",
+        "credits_after",
+        "assigned_after",
+        "actor",
+        "created_at",
+    )
+    list_filter = ("type",)
+    search_fields = ("org__name", "actor", "reason")
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "org",
+        "quantity",
+        "unit_price_cents",
+        "total_cents",
+        "status",
+        "created_at",
+    )
+    list_filter = ("status",)
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "org",
+        "employee",
+        "content",
+        "status",
+        "credit_cost",
+        "charged_credits",
+        "overage_credits",
+        "created_at",
+    )
+    list_filter = ("status",)
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    fields = ("position", "description", "quantity", "unit_price_cents", "amount_cents")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    list_display = ("number", "org", "kind", "period", "total_cents", "issued_at", "due_at")
+    list_filter = ("kind",)
+    search_fields = ("number", "org__name")
+    inlines = [InvoiceLineInline]
+
+
+@admin.register(InvoicePayment)
+class InvoicePaymentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "invoice",
+        "attempt",
+        "approved",
+        "amount_cents",
+        "failure_reason",
+        "attempted_at",
+    )
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ("id", "org", "kind", "period", "active", "created_at", "resolved_at")
+    list_filter = ("kind", "active")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    list_display = ("id", "org", "url", "active", "consecutive_failures", "created_at")
+    exclude = ("secret",)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "org",
+        "endpoint",
+        "event_type",
+        "status",
+        "attempts",
+        "last_status_code",
+        "created_at",
+    )
+    list_filter = ("status", "event_type")

@@ -1,0 +1,19 @@
+// The few bits of script the dashboard needs; every form also works without them.
+document.addEventListener("click", (event) => {
+  const target = event.target;
+  if (!(target instanceof HTMLElement)) return;
+  if (target.classList.contains("js-take-better")) {
+    // "Buy N for less": take the larger quantity in one click.
+    const input = document.querySelector("[data-testid=quote-quantity]");
+    if (input) {
+      input.value = target.dataset.quantity;
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  }
+});
+document.addEventListener("change", (event) => {
+  const target = event.target;
+  if (target instanceof HTMLInputElement && target.classList.contains("js-select-all")) {
+    document.querySelectorAll("input.js-employee").forEach((box) => { box.checked = target.checked; });
+  }
+});

@@ -1,0 +1,58 @@
+"""Dashboard URLs (API.md "Pages"): /login, /logout, /, /buy, /assign, /assignments,
+/employees, /learn, /settings/billing."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from learncredits.web import views
+
+app_name = "web"
+
+urlpatterns = [
+    path("", views.home, name="marketplace"),
+    path("login", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "password-reset",
+        auth_views.PasswordResetView.as_view(
+            success_url="/password-reset/sent", email_template_name="registration/reset_email.txt"
+        ),
+        name="password_reset",
+    ),
+    path(
+        "password-reset/sent",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(success_url="/reset/done"),
+        name="password_reset_confirm",
+    ),
+    path(
+        "reset/done", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"
+    ),
+    path("buy", views.buy, name="buy"),
+    path("buy/quote", views.buy_quote, name="buy_quote"),
+    path("assign", views.assign, name="assign"),
+    path("assign/preview", views.assign_preview, name="assign_preview"),
+    path("assignments", views.assignment_list, name="assignments"),
+    path(
+        "assignments/<int:assignment_id>/<str:verb>",
+        views.assignment_action,
+        name="assignment_action",
+    ),
+    path("employees", views.employee_list, name="employees"),
+    path(
+        "employees/<int:employee_id>/deactivate",
+        views.employee_deactivate,
+        name="employee_deactivate",
+    ),
+    path("learn", views.learn, name="learn"),
+    path("settings/billing", views.billing, name="billing"),
+    path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
+    path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
+    path(
+        "settings/billing/invoices/<int:invoice_id>.pdf", views.invoice_download, name="invoice_pdf"
+    ),
+]

@@ -1,0 +1,607 @@
+"""The dashboard: server-rendered pages for org admins and learners.
+
+Views parse the form, call the same service functions as the API (credits/actions.py,
+billing/, tenancy/services.py) and render; no rule is written twice. Every form works as a
+plain POST; htmx only swaps in the live parts (the quote, the assignment preview).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
+from learncredits.billing import auto_top_up, reports
+from learncredits.billing.documents import invoice_html, invoice_pdf
+from learncredits.billing.invoicing import with_status
+from learncredits.billing.models import AutoTopUp, Invoice
+from learncredits.catalog.models import Content
+from learncredits.catalog.services import current_price_book
+from learncredits.credits import actions
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.queries import balance_view
+from learncredits.domain import pricing
+from learncredits.domain.errors import DomainError, ValidationFailed
+from learncredits.domain.money import format_cents
+from learncredits.notify.models import Alert
+from learncredits.tenancy import services as tenancy
+from learncredits.tenancy.models import Employee, Membership, Organization
+
+View = Callable[..., HttpResponseBase]
+
+
+def _membership(request: HttpRequest) -> Membership:
+    membership = getattr(request.user, "membership", None)
+    if membership is None:
+        raise Http404("no organization")
+    return membership
+
+
+def org_admin(view: View) -> View:
+    """Only the org's admins; a learner is sent to their own page."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        membership = getattr(request.user, "membership", None)
+        if membership is None:
+            if request.user.is_staff:
+                return redirect("/admin/")
+            raise Http404("no organization")
+        if membership.role != Membership.Role.ADMIN:
+            return redirect("web:learn")
+        request.org = membership.org  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"user:usr_{request.user.pk}"
+
+
+def _org(request: HttpRequest) -> Organization:
+    return request.org  # type: ignore[attr-defined]
+
+
+def _fail(request: HttpRequest, exc: DomainError) -> None:
+    messages.error(request, exc.detail)
+
+
+def _int(value: str | None, field: str, *, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValidationFailed(f"{field} must be a whole number") from None
+    if not low <= number <= high:
+        raise ValidationFailed(f"{field} must be between {low} and {high}")
+    return number
+
+
+# --- marketplace ---------------------------------------------------------------------------
+
+
+@org_admin
+def marketplace(request: HttpRequest) -> HttpResponse:
+    catalog = Content.objects.order_by("-premium", "title")
+    return render(request, "web/marketplace.html", {"catalog": catalog})
+
+
+# --- buying --------------------------------------------------------------------------------
+
+
+def _quote_context(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {"quote": None, "quantity": ""}
+    try:
+        quantity = _int(raw, "quantity", low=1, high=pricing.MAX_PURCHASE_QUANTITY)
+        quote = pricing.quote(current_price_book(), quantity)
+    except ValidationFailed as exc:
+        return {"quote": None, "quantity": raw, "quote_error": exc.detail}
+    return {
+        "quote": quote,
+        "quantity": quantity,
+        "tier_min": pricing.unit_price_for(current_price_book(), quantity).min_quantity,
+    }
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def buy(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            quantity = _int(
+                request.POST.get("quantity"), "quantity", low=1, high=pricing.MAX_PURCHASE_QUANTITY
+            )
+            purchase = actions.purchase_credits(_org(request), quantity, actor=_actor(request))
+        except DomainError as exc:
+            _fail(request, exc)
+            context = _quote_context(request.POST.get("quantity"))
+            return render(
+                request,
+                "web/buy.html",
+                context,
+                status=422 if not isinstance(exc, ValidationFailed) else 400,
+            )
+        messages.success(
+            request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
+        )
+        return redirect("web:invoice", invoice_id=purchase.receipt.pk)
+    context = _quote_context(request.GET.get("quantity"))
+    context["book"] = current_price_book()
+    return render(request, "web/buy.html", context)
+
+
+@org_admin
+def buy_quote(request: HttpRequest) -> HttpResponse:
+    """The live quote fragment (htmx), as the admin types."""
+    return render(request, "web/_quote.html", _quote_context(request.GET.get("quantity")))
+
+
+# --- assigning -----------------------------------------------------------------------------
+
+
+def _selected_employees(request: HttpRequest, org: Organization) -> tuple[list[int], list[str]]:
+    """Checked employees plus pasted emails (CSV or one per line); unknown emails listed."""
+    picked = [int(v) for v in request.POST.getlist("employee") if v.isdigit()]
+    pasted = request.POST.get("emails", "")
+    emails = [
+        cell.strip().lower()
+        for row in csv.reader(io.StringIO(pasted))
+        for cell in row
+        if "@" in cell
+    ]
+    unknown: list[str] = []
+    if emails:
+        found = dict(Employee.objects.filter(org=org, email__in=emails).values_list("email", "pk"))
+        unknown = [e for e in emails if e not in found]
+        picked.extend(found[e] for e in emails if e in found)
+    return list(dict.fromkeys(picked)), unknown
+
+
+def _preview(org: Organization, content: Content | None, employee_ids: list[int]) -> dict[str, Any]:
+    balance = balance_view(org)
+    if content is None or not employee_ids:
+        return {"ready": False, "balance": balance}
+    holding = set(
+        Assignment.objects.filter(
+            org=org,
+            content=content,
+            employee_id__in=employee_ids,
+            status__in=[Assignment.Status.ASSIGNED, Assignment.Status.STARTED],
+        ).values_list("employee_id", flat=True)
+    )
+    new = [pk for pk in employee_ids if pk not in holding]
+    reserved = len(new) * content.credit_cost
+    available_after = balance.available - reserved
+    # If every open reservation (old and new) were started now, what the credits would not cover.
+    billed_at_retail = max(0, balance.assigned + reserved - balance.credits)
+    return {
+        "ready": True,
+        "balance": balance,
+        "content": content,
+        "new_count": len(new),
+        "skipped_count": len(holding),
+        "reserved": reserved,
+        "available_after": available_after,
+        "billed_at_retail": billed_at_retail,
+        "retail_cost": format_cents(
+            billed_at_retail * current_price_book().retail_unit_price_cents
+        ),
+    }
+
+
+def _content_from(request: HttpRequest) -> Content | None:
+    raw = request.POST.get("content") or request.GET.get("content") or ""
+    return Content.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def assign(request: HttpRequest) -> HttpResponse:
+    org = _org(request)
+    query = request.GET.get("q", "").strip()
+    employees = Employee.objects.filter(org=org, active=True).order_by("name")
+    if query:
+        employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
+    context: dict[str, Any] = {
+        "catalog": Content.objects.order_by("-premium", "title"),
+        "employees": employees[:500],
+        "employee_total": employees.count(),
+        "q": query,
+        "selected_content": _content_from(request),
+    }
+    if request.method == "POST":
+        content = _content_from(request)
+        employee_ids, unknown = _selected_employees(request, org)
+        context["selected"] = set(employee_ids)
+        if unknown:
+            messages.error(request, f"No employee with these emails: {', '.join(unknown[:20])}")
+        elif content is None:
+            messages.error(request, "Pick a content item.")
+        elif not employee_ids:
+            messages.error(request, "Pick at least one employee.")
+        elif request.POST.get("confirm") == "1":
+            try:
+                result = actions.assign_bulk(
+                    org, content_id=content.pk, employee_ids=employee_ids, actor=_actor(request)
+                )
+            except DomainError as exc:
+                _fail(request, exc)
+            else:
+                messages.success(
+                    request,
+                    f"Assigned {content.title} to {len(result.created)} employee(s)"
+                    + (
+                        f"; {len(result.skipped_employee_ids)} already had it"
+                        if result.skipped_employee_ids
+                        else ""
+                    )
+                    + ".",
+                )
+                return redirect("web:assignments")
+        context.update(_preview(org, content, employee_ids))
+        context["preview"] = True
+    return render(request, "web/assign.html", context)
+
+
+@org_admin
+@require_POST
+def assign_preview(request: HttpRequest) -> HttpResponse:
+    org = _org(request)
+    employee_ids, unknown = _selected_employees(request, org)
+    context = _preview(org, _content_from(request), employee_ids)
+    context["unknown"] = unknown
+    return render(request, "web/_assign_preview.html", context)
+
+
+# --- assignments ----------------------------------------------------------------------------
+
+
+@org_admin
+def assignment_list(request: HttpRequest) -> HttpResponse:
+    org = _org(request)
+    assignments = Assignment.objects.filter(org=org).select_related("content", "employee")
+    status = request.GET.get("status", "")
+    if status in Assignment.Status.values:
+        assignments = assignments.filter(status=status)
+    for field in ("content", "employee"):
+        raw = request.GET.get(field, "")
+        if raw.isdigit():
+            assignments = assignments.filter(**{f"{field}_id": int(raw)})
+    page = Paginator(assignments.order_by("-pk"), 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "web/assignments.html",
+        {
+            "page": page,
+            "status": status,
+            "statuses": Assignment.Status.values,
+            "catalog": Content.objects.order_by("title"),
+            "employees": Employee.objects.filter(org=org).order_by("name")[:1000],
+            "active_employees": Employee.objects.filter(org=org, active=True).order_by("name")[
+                :1000
+            ],
+            "filters": request.GET,
+        },
+    )
+
+
+@org_admin
+@require_POST
+def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> HttpResponse:
+    org = _org(request)
+    try:
+        if verb == "cancel":
+            actions.cancel_assignment(org, assignment_id, actor=_actor(request))
+            messages.success(request, "Assignment cancelled; its credit is free again.")
+        elif verb == "reassign":
+            employee_id = _int(request.POST.get("employee"), "employee", low=1, high=2**62)
+            actions.reassign_assignment(
+                org, assignment_id, employee_id=employee_id, actor=_actor(request)
+            )
+            messages.success(request, "Assignment moved.")
+        else:
+            raise Http404("no such action")
+    except DomainError as exc:
+        _fail(request, exc)
+    return redirect(request.POST.get("next") or "web:assignments")
+
+
+# --- employees ---------------------------------------------------------------------------------
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def employee_list(request: HttpRequest) -> HttpResponse:
+    org = _org(request)
+    if request.method == "POST":
+        if "csv" in request.POST or "csv_file" in request.FILES:
+            _import_employees(request, org)
+        else:
+            try:
+                employee = tenancy.create_employee(
+                    org, name=request.POST.get("name", ""), email=request.POST.get("email", "")
+                )
+                messages.success(request, f"Added {employee.name}.")
+            except DomainError as exc:
+                _fail(request, exc)
+        return redirect("web:employees")
+    query = request.GET.get("q", "").strip()
+    employees = Employee.objects.filter(org=org)
+    if query:
+        employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
+    employees = employees.annotate(
+        reserved=Count("assignment", filter=Q(assignment__status=Assignment.Status.ASSIGNED))
+    ).order_by("-active", "name")
+    page = Paginator(employees, 50).get_page(request.GET.get("page"))
+    return render(request, "web/employees.html", {"page": page, "q": query})
+
+
+def _import_employees(request: HttpRequest, org: Organization) -> None:
+    """CSV of name,email rows (a header row is skipped); each row is its own result."""
+    upload = request.FILES.get("csv_file")
+    text = upload.read().decode("utf-8", "replace") if upload else request.POST.get("csv", "")
+    added, problems = 0, []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if len(row) < 2 or (number == 1 and row[1].strip().lower() == "email"):
+            continue
+        try:
+            tenancy.create_employee(org, name=row[0], email=row[1])
+            added += 1
+        except DomainError as exc:
+            problems.append(f"line {number}: {exc.detail}")
+    messages.success(request, f"Imported {added} employee(s).")
+    if problems:
+        messages.error(request, "; ".join(problems[:10]))
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def employee_deactivate(request: HttpRequest, employee_id: int) -> HttpResponse:
+    """GET shows what deactivating releases; POST does it."""
+    org = _org(request)
+    employee = Employee.objects.filter(org=org, pk=employee_id).first()
+    if employee is None:
+        raise Http404("no such employee")
+    if request.method == "POST":
+        actions.deactivate_employee(org, employee.pk, actor=_actor(request))
+        messages.success(request, f"{employee.name} deactivated; reservations released.")
+        return redirect("web:employees")
+    pending = Assignment.objects.filter(
+        org=org, employee=employee, status=Assignment.Status.ASSIGNED
+    ).select_related("content")
+    return render(
+        request,
+        "web/deactivate.html",
+        {
+            "employee": employee,
+            "pending": pending,
+            "released": sum(a.credit_cost for a in pending),
+        },
+    )
+
+
+# --- learner -------------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def learn(request: HttpRequest) -> HttpResponse:
+    membership = _membership(request)
+    if membership.employee_id is None:
+        messages.info(request, "Your account is not a learner account.")
+        return redirect("web:marketplace")
+    org = membership.org
+    if request.method == "POST":
+        assignment_id = _int(request.POST.get("assignment"), "assignment", low=1, high=2**62)
+        own = Assignment.objects.filter(
+            org=org, pk=assignment_id, employee_id=membership.employee_id
+        ).exists()
+        if not own:
+            raise Http404("no such assignment")
+        try:
+            if request.POST.get("verb") == "complete":
+                actions.complete_assignment(org, assignment_id, actor=_actor(request))
+                messages.success(request, "Marked as completed.")
+            else:
+                actions.start_assignment(org, assignment_id, actor=_actor(request))
+                messages.success(request, "Started. Enjoy the course!")
+        except DomainError as exc:
+            _fail(request, exc)
+        return redirect("web:learn")
+    mine = (
+        Assignment.objects.filter(org=org, employee_id=membership.employee_id)
+        .select_related("content")
+        .order_by("-pk")
+    )
+    return render(request, "web/learn.html", {"assignments": mine})
+
+
+# --- settings > billing ---------------------------------------------------------------------------
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def billing(request: HttpRequest) -> HttpResponse:
+    org = _org(request)
+    if request.method == "POST":
+        _save_billing_settings(request, org)
+        return redirect("web:billing")
+    tz = ZoneInfo(org.timezone)
+    today = timezone.now().astimezone(tz).date()
+    first = today.replace(day=1)
+    start = (
+        first.replace(year=first.year - 1)
+        if first.month == 12
+        else first.replace(year=first.year - 1, month=first.month + 1)
+    )
+    usage = reports.usage(org, start, today, "month")
+    entries = LedgerEntry.objects.filter(org=org)
+    entry_type = request.GET.get("type", "")
+    if entry_type in LedgerEntry.Type.values:
+        entries = entries.filter(type=entry_type)
+    ledger = Paginator(entries.order_by("-pk"), 25).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "web/billing.html",
+        {
+            "usage": usage,
+            "chart": _chart(usage),
+            "ledger": ledger,
+            "entry_type": entry_type,
+            "entry_types": LedgerEntry.Type.values,
+            "purchases": Purchase.objects.filter(org=org)
+            .select_related("receipt")
+            .order_by("-pk")[:20],
+            "invoices": with_status(Invoice.objects.filter(org=org)).order_by("-pk")[:50],
+            "forecast": reports.forecast(org),
+            "rule": AutoTopUp.objects.filter(org=org).first(),
+            "alerts": Alert.objects.filter(org=org).order_by("-pk")[:10],
+            "tz": org.timezone,
+        },
+    )
+
+
+def _chart(usage: list[reports.UsagePoint]) -> dict[str, Any]:
+    """Bar geometry for the usage chart (SVG drawn by the template; no script needed)."""
+    peak = max([max(p.consumed_credits, p.overage_credits, p.credits) for p in usage] + [1])
+    bars = []
+    for index, point in enumerate(usage):
+        heights = [
+            round(100 * v / peak)
+            for v in (point.consumed_credits, point.overage_credits, point.credits)
+        ]
+        x = index * 30 + 2
+        bars.append(
+            {
+                "point": point,
+                "label": point.date[:7],
+                "x": x,
+                "x2": x + 9,
+                "x3": x + 18,
+                "consumed": heights[0],
+                "overage": heights[1],
+                "held": heights[2],
+                "consumed_y": 105 - heights[0],
+                "overage_y": 105 - heights[1],
+                "held_y": 105 - heights[2],
+            }
+        )
+    return {"bars": bars, "width": max(30 * len(usage), 30)}
+
+
+def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
+    form = request.POST.get("form")
+    try:
+        if form == "alerts":
+            threshold = _int(
+                request.POST.get("alert_threshold"),
+                "alert threshold",
+                low=-1_000_000,
+                high=1_000_000,
+            )
+            tenancy.update_org(
+                org,
+                {
+                    "alert_threshold": threshold,
+                    "billing_email": request.POST.get("billing_email", ""),
+                },
+            )
+            actions.reevaluate_at_risk(org)
+            messages.success(request, "Billing contact and alert threshold saved.")
+        elif form == "auto_top_up":
+            mode_target = request.POST.get("mode") == "target"
+            amount = _int(request.POST.get("amount"), "amount", low=1, high=1_000_000)
+            auto_top_up.configure(
+                org,
+                auto_top_up.RuleIn(
+                    enabled=request.POST.get("enabled") == "on",
+                    below_available=_int(
+                        request.POST.get("below_available"),
+                        "trigger",
+                        low=-1_000_000,
+                        high=1_000_000,
+                    ),
+                    quantity=None if mode_target else amount,
+                    target_available=amount if mode_target else None,
+                    max_purchases_per_month=_int(
+                        request.POST.get("max_purchases"), "purchases per month", low=1, high=1000
+                    ),
+                    max_credits_per_month=_int(
+                        request.POST.get("max_credits"), "credits per month", low=1, high=1_000_000
+                    ),
+                ),
+            )
+            messages.success(request, "Auto top-up saved.")
+    except DomainError as exc:
+        _fail(request, exc)
+
+
+@org_admin
+def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
+    org = _org(request)
+
+    class Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(Echo())
+
+    def rows() -> Any:
+        yield writer.writerow(LEDGER_FIELDS)
+        for entry in LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000):
+            data = ledger_entry(entry)
+            yield writer.writerow(["" if data[f] is None else data[f] for f in LEDGER_FIELDS])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
+    return response
+
+
+def _own_invoice(request: HttpRequest, invoice_id: int) -> Invoice:
+    found = (
+        with_status(Invoice.objects.filter(org=_org(request), pk=invoice_id))
+        .select_related("org", "purchase")
+        .first()
+    )
+    if found is None:
+        raise Http404("no such invoice")
+    return found
+
+
+@org_admin
+def invoice(request: HttpRequest, invoice_id: int) -> HttpResponse:
+    nonce = str(getattr(request, "csp_nonce", ""))
+    return HttpResponse(invoice_html(_own_invoice(request, invoice_id), csp_nonce=nonce))
+
+
+@org_admin
+def invoice_download(request: HttpRequest, invoice_id: int) -> HttpResponse:
+    found = _own_invoice(request, invoice_id)
+    response = HttpResponse(invoice_pdf(found), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{found.number}.pdf"'
+    return response
+
+
+def home(request: HttpRequest) -> HttpResponseBase:
+    """``/``: the marketplace for admins, a learner's own page for learners."""
+    if request.user.is_authenticated:
+        membership = getattr(request.user, "membership", None)
+        if membership is not None and membership.role == Membership.Role.LEARNER:
+            return redirect("web:learn")
+    return marketplace(request)
