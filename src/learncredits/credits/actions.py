@@ -390,11 +390,14 @@ def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> A
 def reassign_assignment(
     org: Organization, assignment_id: int, *, employee_id: int, actor: str
 ) -> Assignment:
-    """Move a not-started reservation to another active employee; balances are unchanged."""
+    """Move a not-started reservation to another active employee; balances are unchanged.
+
+    It still takes the balance lock first, like every action: bulk assignment decides who
+    already holds the item under that lock, and a reassignment racing it must not change
+    the answer underneath it."""
     with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update().filter(org_id=org.pk, pk=assignment_id).first()
-        )
+        lock_balance(org.pk)
+        assignment = Assignment.objects.filter(org_id=org.pk, pk=assignment_id).first()
         if assignment is None:
             raise NotFound("assignment not found")
         decide(assignment.status, Action.REASSIGN)
