@@ -57,8 +57,8 @@ class Api:
             extra["HTTP_IDEMPOTENCY_KEY"] = idem
         for name, value in (headers or {}).items():
             extra["HTTP_" + name.upper().replace("-", "_")] = value
-        data: bytes | str | None = raw if raw is not None else (
-            None if body is None else json.dumps(body)
+        data: bytes | str | None = (
+            raw if raw is not None else (None if body is None else json.dumps(body))
         )
         url = "/api/v1" + path
         method = method.lower()
@@ -141,8 +141,12 @@ def anonymous(db: None) -> Api:
 
 @pytest.fixture
 def make_org(operator: Api) -> Callable[..., OrgHandle]:
-    def make(name: str = "Org", billing_email: str = "billing@example.com", **extra: Any) -> OrgHandle:
-        org = ok(operator.post("/orgs", {"name": name, "billing_email": billing_email, **extra}), 201)
+    def make(
+        name: str = "Org", billing_email: str = "billing@example.com", **extra: Any
+    ) -> OrgHandle:
+        org = ok(
+            operator.post("/orgs", {"name": name, "billing_email": billing_email, **extra}), 201
+        )
         key = ok(operator.post(f"/orgs/{org['id']}/api-keys", {"name": "test"}), 201)["key"]
         return OrgHandle(id=org["id"], key=key, api=Api(key), operator=operator)
 
@@ -166,7 +170,8 @@ def make_content(operator: Api) -> Callable[..., str]:
 def table_snapshot() -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every learncredits table: compare before and after to prove no change."""
     tables = [
-        t for t in connection.introspection.table_names()
+        t
+        for t in connection.introspection.table_names()
         if t.split("_", 1)[0] in {"tenancy", "catalog", "credits", "api", "auth"}
     ]
     snapshot: dict[str, list[tuple[Any, ...]]] = {}
@@ -182,12 +187,32 @@ def snapshot() -> Iterator[Callable[[], dict[str, list[tuple[Any, ...]]]]]:
     yield table_snapshot
 
 
+CHROMIUM = os.environ.get("LEARNCREDITS_CHROMIUM", "/usr/bin/chromium")
+
+
+def browser_missing() -> str | None:
+    """Why browser tests cannot run here, or None when they can."""
+    if not os.path.exists(CHROMIUM):
+        return f"no Chromium at {CHROMIUM} (Debian package 'chromium')"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed"
+    return None
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Tests marked postgres_only are skipped on SQLite (they need row locks and real
-    concurrent connections); scripts/run_tests.py runs them in the PostgreSQL half."""
-    if ON_POSTGRES:
-        return
-    skip = pytest.mark.skip(reason="PostgreSQL only (runs in the PostgreSQL half of make test)")
+    concurrent connections); scripts/run_tests.py runs them in the PostgreSQL half.
+
+    Tests marked browser need Chromium: without it they are skipped with the reason, unless
+    LEARNCREDITS_REQUIRE_BROWSER=1 (set by .ci/run), which makes them fail instead."""
+    skip_pg = pytest.mark.skip(reason="PostgreSQL only (runs in the PostgreSQL half)")
+    missing = browser_missing()
     for item in items:
-        if "postgres_only" in item.keywords:
-            item.add_marker(skip)
+        if "postgres_only" in item.keywords and not ON_POSTGRES:
+            item.add_marker(skip_pg)
+        required = os.environ.get("LEARNCREDITS_REQUIRE_BROWSER") == "1"
+        if "browser" in item.keywords and missing and not required:
+            # When required, the test runs and fails on launching the browser, saying why.
+            item.add_marker(pytest.mark.skip(reason=f"browser test SKIPPED: {missing}"))
