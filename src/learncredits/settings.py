@@ -47,6 +47,13 @@ LEARNCREDITS_WEBHOOK_DISABLE_AFTER = env.int("LEARNCREDITS_WEBHOOK_DISABLE_AFTER
 # Webhook URLs on private, loopback or link-local addresses are refused unless this is set
 # (tests and local development).
 LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE = env.bool("LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE", default=DEBUG)
+# Per-key API request budgets (django-ratelimit syntax; empty turns a limit off). They count
+# in the configured cache: set CACHE_URL (e.g. redis://127.0.0.1:6379/1) so that several
+# web processes share one budget.
+LEARNCREDITS_RATE_LIMIT = env.str("LEARNCREDITS_RATE_LIMIT", default="6000/m")
+LEARNCREDITS_RATE_LIMIT_OPERATOR = env.str("LEARNCREDITS_RATE_LIMIT_OPERATOR", default="")
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://learncredits")}
+RATELIMIT_USE_CACHE = "default"
 # How long an Idempotency-Key is remembered (API.md: 24 hours).
 LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -68,6 +75,7 @@ INSTALLED_APPS = [
     "learncredits.api",
     "learncredits.ops",
     "learncredits.web",
+    "learncredits.audit",
     "axes",
 ]
 
@@ -87,6 +95,7 @@ LOGOUT_REDIRECT_URL = "/login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "learncredits.audit.trail.AuditOriginMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "learncredits.api.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -193,9 +202,20 @@ STORAGES = {
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = LEARNCREDITS_MAX_BODY_BYTES
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG and env.bool("SECURE_COOKIES", default=False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SAMESITE = "Lax"
+# Behind TLS (production): secure cookies, HTTPS redirect and HSTS. Off for the embedded
+# http://127.0.0.1 mode. LEARNCREDITS_HTTPS=true turns all of it on.
+HTTPS = env.bool("LEARNCREDITS_HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 31_536_000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if env.bool("LEARNCREDITS_BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 LOGGING = {

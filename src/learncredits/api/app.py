@@ -18,7 +18,15 @@ from pydantic import Field
 from learncredits import ids
 from learncredits.api import schemas as s
 from learncredits.api import serializers as out
-from learncredits.api.auth import BearerAuth, caller, decode_or_404, org_for, require_operator
+from learncredits.api.auth import (
+    BearerAuth,
+    RateLimited,
+    caller,
+    decode_or_404,
+    org_for,
+    record_denial,
+    require_operator,
+)
 from learncredits.api.common import ListParams, paginate, responses
 from learncredits.api.problems import from_domain_error, problem, validation_problem
 from learncredits.catalog.models import Content
@@ -27,9 +35,15 @@ from learncredits.credits import actions
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
-from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
+from learncredits.domain.errors import (
+    DomainError,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 from learncredits.tenancy import services as tenancy
-from learncredits.tenancy.models import Employee, Organization
+from learncredits.tenancy.models import ApiKey, Employee, Organization
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +62,8 @@ api = NinjaAPI(
 
 @api.exception_handler(DomainError)
 def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    if isinstance(exc, Unauthenticated | Forbidden):
+        record_denial(request, exc.code)
     return from_domain_error(exc)
 
 
@@ -75,7 +91,15 @@ def _clean_loc(loc: Any) -> list[str]:
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    record_denial(request, "unauthenticated")
     return problem(401, "unauthenticated", "Unauthenticated", "a valid bearer token is required")
+
+
+@api.exception_handler(RateLimited)
+def _rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = problem(429, "rate_limited", "Too many requests", exc.detail)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(HttpError)
@@ -104,6 +128,7 @@ def create_org(request: HttpRequest, body: s.OrgIn) -> Status[Any]:
         billing_email=body.billing_email,
         timezone_name=body.timezone,
         alert_threshold=body.alert_threshold,
+        actor=caller(request).label,
     )
     return Status(201, out.org(org))
 
@@ -122,7 +147,7 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     nulls = [field for field, value in changes.items() if value is None]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
-    org = tenancy.update_org(org, changes)
+    org = tenancy.update_org(org, changes, actor=caller(request).label)
     if "alert_threshold" in changes:
         actions.reevaluate_at_risk(org)
     return out.org(org)
@@ -132,8 +157,26 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
 def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> Status[Any]:
     require_operator(request)
     org = org_for(request, org_id)
-    key, secret = tenancy.create_api_key(org, name=body.name)
+    key, secret = tenancy.create_api_key(org, name=body.name, actor=caller(request).label)
     return Status(201, {"id": ids.encode("api_key", key.pk), "key": secret})
+
+
+@api.get("/orgs/{org_id}/api-keys", response=responses(200, s.ApiKeyPage), tags=["operator"])
+def list_api_keys(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+    require_operator(request)
+    org = org_for(request, org_id)
+    return paginate(ApiKey.objects.filter(org=org), params, out.api_key)
+
+
+@api.delete(
+    "/orgs/{org_id}/api-keys/{key_id}", response=responses(200, s.ApiKeyInfoOut), tags=["operator"]
+)
+def revoke_api_key(request: HttpRequest, org_id: str, key_id: str) -> Any:
+    """Revoke a key: it stops working at once and stays listed with ``revoked_at``."""
+    principal = require_operator(request)
+    org = org_for(request, org_id)
+    pk = decode_or_404("api_key", key_id, "API key")
+    return out.api_key(tenancy.revoke_api_key(org, pk, actor=principal.label))
 
 
 @api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
@@ -141,7 +184,12 @@ def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any
     require_operator(request)
     org = org_for(request, org_id)
     membership = tenancy.create_user(
-        org, email=body.email, name=body.name, role=body.role, password=body.password
+        org,
+        email=body.email,
+        name=body.name,
+        role=body.role,
+        password=body.password,
+        actor=caller(request).label,
     )
     return Status(201, out.user(membership))
 
@@ -167,6 +215,7 @@ def post_content(request: HttpRequest, body: s.ContentIn) -> Status[Any]:
         premium=body.premium,
         credit_cost=body.credit_cost,
         xapi_activity_id=body.xapi_activity_id,
+        actor=caller(request).label,
     )
     return Status(201, out.content(item))
 

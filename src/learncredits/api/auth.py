@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
+from django_ratelimit.core import get_usage
 from ninja.security import HttpBearer
 
 from learncredits import ids
+from learncredits.audit import trail as audit
 from learncredits.domain.errors import Forbidden, NotFound, Unauthenticated
 from learncredits.tenancy.models import Organization
 from learncredits.tenancy.services import Principal, authenticate_token, get_org
@@ -32,6 +35,43 @@ def principal_for(request: HttpRequest) -> Principal | None:
     return getattr(request, _CACHE_ATTR)
 
 
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate limited")
+        self.retry_after = max(1, retry_after)
+        self.detail = f"too many requests for this key; retry after {self.retry_after} s"
+
+
+def check_rate(request: HttpRequest, principal: Principal) -> None:
+    """Per-key request budget (django-ratelimit, on the configured cache)."""
+    rate = (
+        settings.LEARNCREDITS_RATE_LIMIT_OPERATOR
+        if principal.is_operator
+        else (settings.LEARNCREDITS_RATE_LIMIT)
+    )
+    if not rate:
+        return
+    usage = get_usage(
+        request, group="api", key=lambda _g, _r: principal.scope, rate=rate, increment=True
+    )
+    if usage is not None and usage["should_limit"]:
+        raise RateLimited(int(usage["time_left"]))
+
+
+def record_denial(request: HttpRequest, reason: str, org_id: int | None = None) -> None:
+    """Audit an authorization denial: who tried what, from where."""
+    principal = getattr(request, _CACHE_ATTR, None)
+    actor = principal.label if principal is not None else "anonymous"
+    audit.record(
+        actor,
+        "auth.denied",
+        org_id=org_id,
+        target=request.path[:200],
+        reason=reason,
+        method=request.method,
+    )
+
+
 class BearerAuth(HttpBearer):
     """Bearer authentication that answers 401 problem+json instead of ninja's default."""
 
@@ -39,6 +79,7 @@ class BearerAuth(HttpBearer):
         principal = principal_for(request)
         if principal is None:
             raise Unauthenticated("a valid bearer token is required")
+        check_rate(request, principal)
         return principal
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
@@ -62,6 +103,8 @@ def org_for(request: HttpRequest, org_id: str) -> Organization:
     principal = caller(request)
     pk = ids.decode("org", org_id)
     if pk is None or (not principal.is_operator and principal.org_id != pk):
+        if pk is not None and not principal.is_operator:
+            record_denial(request, "another org", org_id=principal.org_id)
         raise NotFound("organization not found")
     return get_org(pk)
 

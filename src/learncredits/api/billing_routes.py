@@ -15,6 +15,7 @@ from learncredits.api import schemas as s
 from learncredits.api import serializers as out
 from learncredits.api.auth import decode_or_404, org_for, require_operator
 from learncredits.api.common import ListParams, paginate, responses
+from learncredits.audit import trail as audit
 from learncredits.billing import reports
 from learncredits.billing.documents import invoice_html, invoice_pdf
 from learncredits.billing.invoicing import close_all, with_status
@@ -41,9 +42,15 @@ def _csv(rows: list[list[Any]], filename: str) -> HttpResponse:
 def close_period(request: HttpRequest, body: s.ClosePeriodIn) -> dict[str, Any]:
     """Issue every org's monthly invoice for ``period`` (also early, for the month in
     progress). Running it again issues only what arrived since."""
-    require_operator(request)
+    principal = require_operator(request)
     period_bounds(body.period, "UTC")  # validates the month
     summary = close_all(body.period, on_issue=enqueue_collection)
+    audit.record(
+        principal.label,
+        "billing.close_period",
+        target=body.period,
+        invoices_issued=summary.invoices_issued,
+    )
     return {"period": body.period, "invoices_issued": summary.invoices_issued}
 
 

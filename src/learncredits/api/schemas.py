@@ -107,6 +107,15 @@ class ApiKeyOut(Schema):
     key: str
 
 
+class ApiKeyInfoOut(Schema):
+    id: str
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
 class BalanceOut(Schema):
     credits: int
     assigned: int
@@ -223,6 +232,7 @@ def page_of(item: type[Schema]) -> type[Schema]:
 
 
 OrgPage = page_of(OrgOut)
+ApiKeyPage = page_of(ApiKeyInfoOut)
 EmployeePage = page_of(EmployeeOut)
 ContentPage = page_of(ContentOut)
 PurchasePage = page_of(PurchaseOut)

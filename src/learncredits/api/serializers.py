@@ -13,7 +13,7 @@ from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import BalanceView
 from learncredits.domain.pricing import PriceBook, Quote
-from learncredits.tenancy.models import Employee, Membership, Organization
+from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -197,4 +197,15 @@ def forecast(f: Forecast) -> dict[str, Any]:
         "runs_out_on": f.runs_out_on.isoformat() if f.runs_out_on else None,
         "recommended_quantity": f.recommended_quantity,
         "quote": quote(f.quote) if f.quote else None,
+    }
+
+
+def api_key(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": ids.encode("api_key", k.pk),
+        "name": k.name,
+        "prefix": k.prefix,
+        "created_at": iso(k.created_at),
+        "last_used_at": iso(k.last_used_at),
+        "revoked_at": iso(k.revoked_at),
     }

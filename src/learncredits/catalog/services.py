@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
+from learncredits.audit import trail as audit
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.domain import pricing
 from learncredits.domain.errors import ValidationFailed
@@ -38,11 +39,23 @@ def set_price_book(
             PriceTier(book=book, min_quantity=t.min_quantity, unit_price_cents=t.unit_price_cents)
             for t in tiers
         )
+        audit.record(
+            actor,
+            "pricing.set",
+            target=f"pricebook_{book.pk}",
+            retail_unit_price_cents=retail_unit_price_cents,
+            tiers=[[t.min_quantity, t.unit_price_cents] for t in tiers],
+        )
     return current_price_book()
 
 
 def create_content(
-    *, title: str, premium: bool, credit_cost: int, xapi_activity_id: str | None
+    *,
+    title: str,
+    premium: bool,
+    credit_cost: int,
+    xapi_activity_id: str | None,
+    actor: str = "system",
 ) -> Content:
     title = title.strip()
     if not title:
@@ -53,11 +66,19 @@ def create_content(
         raise ValidationFailed("a free item costs 0 credits")
     try:
         with transaction.atomic():
-            return Content.objects.create(
+            item = Content.objects.create(
                 title=title,
                 premium=premium,
                 credit_cost=credit_cost,
                 xapi_activity_id=xapi_activity_id or None,
             )
+            audit.record(
+                actor,
+                "content.create",
+                target=f"cnt_{item.pk}",
+                title=title,
+                credit_cost=credit_cost,
+            )
+            return item
     except IntegrityError as exc:
         raise ValidationFailed("xapi_activity_id is already used by another item") from exc

@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from learncredits import ids
+from learncredits.audit import trail as audit
 from learncredits.billing import auto_top_up
 from learncredits.billing.invoicing import issue_receipt
 from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
@@ -602,5 +603,13 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
             )
             entry.save()
             _record_draws(org.pk, entry, draws)
+        audit.record(
+            actor,
+            "credits.adjust",
+            org_id=org.pk,
+            target=f"led_{entry.pk}",
+            credits=credits,
+            reason=reason,
+        )
         _write_balance(locked, org)
     return entry

@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 
+from learncredits.audit.models import AuditEvent
 from learncredits.billing.models import Invoice, InvoiceLine, InvoicePayment
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
@@ -72,7 +73,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
         try:
             if change:
-                tenancy.update_org(obj, {f: getattr(obj, f) for f in form.changed_data})
+                tenancy.update_org(
+                    obj,
+                    {f: getattr(obj, f) for f in form.changed_data},
+                    actor=operator_actor(request),
+                )
                 if "alert_threshold" in form.changed_data:
                     actions.reevaluate_at_risk(obj)
             else:
@@ -157,6 +162,7 @@ class ContentAdmin(admin.ModelAdmin):
                 premium=obj.premium,
                 credit_cost=obj.credit_cost,
                 xapi_activity_id=obj.xapi_activity_id,
+                actor=operator_actor(request),
             )
             obj.pk = created.pk
         except DomainError as exc:
@@ -335,3 +341,10 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_filter = ("status", "event_type")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "actor", "action", "org_id", "target", "ip_address")
+    list_filter = ("action",)
+    search_fields = ("actor", "target", "action")

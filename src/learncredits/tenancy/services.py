@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from learncredits.audit import trail as audit
 from learncredits.credits.models import Balance
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
@@ -79,7 +80,12 @@ def _clean_threshold(value: int) -> int:
 
 
 def create_org(
-    *, name: str, billing_email: str, timezone_name: str = "UTC", alert_threshold: int = 0
+    *,
+    name: str,
+    billing_email: str,
+    timezone_name: str = "UTC",
+    alert_threshold: int = 0,
+    actor: str = "system",
 ) -> Organization:
     """A new organization with its (empty) balance row, in one transaction."""
     with transaction.atomic():
@@ -90,10 +96,13 @@ def create_org(
             alert_threshold=_clean_threshold(alert_threshold),
         )
         Balance.objects.create(org=org)
+        audit.record(actor, "org.create", org_id=org.pk, target=f"org_{org.pk}", name=org.name)
     return org
 
 
-def update_org(org: Organization, changes: dict[str, object]) -> Organization:
+def update_org(
+    org: Organization, changes: dict[str, object], *, actor: str = "system"
+) -> Organization:
     cleaners = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
@@ -101,10 +110,20 @@ def update_org(org: Organization, changes: dict[str, object]) -> Organization:
         "alert_threshold": lambda v: _clean_threshold(int(v)),
     }
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
+    before = {field: getattr(org, field) for field in cleaned}
     for field, value in cleaned.items():
         setattr(org, field, value)
     if cleaned:
-        org.save(update_fields=list(cleaned))
+        with transaction.atomic():
+            org.save(update_fields=list(cleaned))
+            audit.record(
+                actor,
+                "org.update",
+                org_id=org.pk,
+                target=f"org_{org.pk}",
+                before=before,
+                after=cleaned,
+            )
     return org
 
 
@@ -133,14 +152,36 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(org: Organization, *, name: str) -> tuple[ApiKey, str]:
+def create_api_key(org: Organization, *, name: str, actor: str = "system") -> tuple[ApiKey, str]:
     """A new key for the org; returns the row and the full key, which is never stored."""
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
+        )
+        audit.record(
+            actor,
+            "api_key.create",
+            org_id=org.pk,
+            target=f"key_{key.pk}",
+            name=key.name,
+            prefix=prefix,
+        )
     return key, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def revoke_api_key(org: Organization, key_id: int, *, actor: str) -> ApiKey:
+    """Revoke a key: it stops working at once; the row stays for the audit trail."""
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().filter(org=org, pk=key_id).first()
+        if key is None:
+            raise NotFound("API key not found")
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            audit.record(actor, "api_key.revoke", org_id=org.pk, target=f"key_{key.pk}")
+    return key
 
 
 def authenticate_token(token: str) -> Principal | None:
@@ -165,7 +206,13 @@ def authenticate_token(token: str) -> Principal | None:
 
 
 def create_user(
-    org: Organization, *, email: str, name: str, role: str, password: str | None
+    org: Organization,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    password: str | None,
+    actor: str = "system",
 ) -> Membership:
     """A sign-in account for an org admin or learner; a learner is tied to the org's
     employee with that email, created if missing. Without a password, an invitation with
@@ -197,6 +244,14 @@ def create_user(
                 )
             membership = Membership.objects.create(
                 org=org, user=candidate, role=role, employee=employee
+            )
+            audit.record(
+                actor,
+                "user.create",
+                org_id=org.pk,
+                target=f"usr_{candidate.pk}",
+                email=email,
+                role=role,
             )
             if password is None:
                 transaction.on_commit(lambda: _send_invitation(membership))

@@ -73,13 +73,20 @@ class Command(BaseCommand):
 
     def _create(self) -> str:
         org = tenancy.create_org(
-            name="Acme Training Co", billing_email="billing@acme.example", timezone_name="UTC"
+            name="Acme Training Co",
+            billing_email="billing@acme.example",
+            timezone_name="UTC",
+            actor=ACTOR,
         )
         if not Content.objects.exists():
             for title, cost in PREMIUM:
-                create_content(title=title, premium=True, credit_cost=cost, xapi_activity_id=None)
+                create_content(
+                    title=title, premium=True, credit_cost=cost, xapi_activity_id=None, actor=ACTOR
+                )
             for title in FREE:
-                create_content(title=title, premium=False, credit_cost=0, xapi_activity_id=None)
+                create_content(
+                    title=title, premium=False, credit_cost=0, xapi_activity_id=None, actor=ACTOR
+                )
         employees = [
             tenancy.create_employee(
                 org, name=name, email=name.lower().replace(" ", ".") + "@acme.example"
@@ -97,10 +104,15 @@ class Command(BaseCommand):
         actions.assign_bulk(
             org, content_id=welcome.pk, employee_ids=[e.pk for e in employees], actor=ACTOR
         )
-        _, key = tenancy.create_api_key(org, name="demo key")
+        _, key = tenancy.create_api_key(org, name="demo key", actor=ACTOR)
         password = secrets.token_urlsafe(12)
         tenancy.create_user(
-            org, email="admin@acme.example", name="Demo Admin", role="admin", password=password
+            org,
+            email="admin@acme.example",
+            name="Demo Admin",
+            role="admin",
+            password=password,
+            actor=ACTOR,
         )
         return (
             "learncredits demo organization\n"
