@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -133,11 +134,11 @@ def _issued(invoice: Invoice) -> None:
 # --- monthly overage invoices ----------------------------------------------------------------
 
 
-def _overage_line_text(entry: LedgerEntry) -> str:
+def _overage_line_text(entry: LedgerEntry, tz_name: str) -> str:
     assignment = entry.assignment
     if assignment is None:  # pragma: no cover - overage entries always belong to an assignment
         return f"Overage of {entry.overage_credits} credits"
-    started = entry.created_at.date().isoformat()
+    started = entry.created_at.astimezone(ZoneInfo(tz_name)).date().isoformat()
     return (
         f"Overage: {assignment.content.title} for {assignment.employee.name} "
         f"(started {started}, {assignment.credit_cost} credits, "
@@ -177,7 +178,7 @@ def close_period(
             InvoiceLine(
                 org_id=org.pk,
                 position=position,
-                description=_overage_line_text(entry)[:500],
+                description=_overage_line_text(entry, org.timezone)[:500],
                 quantity=entry.overage_credits,
                 unit_price_cents=entry.retail_unit_price_cents or 0,
                 amount_cents=entry.overage_credits * (entry.retail_unit_price_cents or 0),

@@ -241,7 +241,9 @@ def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = N
     The burn is the average credits started per day (from the balance and as overage) over
     the last 90 days; with no such history, the pending reservations spread over the horizon.
     The recommendation covers the pending reservations plus the burn over the horizon, less
-    the credits held; its quote is at the volume price (and names a cheaper larger quantity).
+    the credits held (the same demand that ``runs_out_on`` assumes); when the burn was itself
+    derived from the pending reservations, they are counted once. Its quote is at the volume
+    price (and names a cheaper larger quantity when there is one).
     """
     if not 1 <= horizon_days <= 3650:
         raise ValidationFailed("horizon_days must be between 1 and 3650")
@@ -263,7 +265,8 @@ def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = N
     runs_out_on: date | None = None
     if burn > 0:
         runs_out_on = today if available <= 0 else today + timedelta(days=int(available / burn))
-    need = balance.assigned + math.ceil(burn * horizon_days) - balance.credits
+    horizon_demand = math.ceil(burn * horizon_days) if started_cost > 0 else 0
+    need = balance.assigned + horizon_demand - balance.credits
     recommended = max(0, min(need, pricing.MAX_PURCHASE_QUANTITY))
     quote = pricing.quote(current_price_book(), recommended) if recommended else None
     return Forecast(available, burn, runs_out_on, recommended, quote)
