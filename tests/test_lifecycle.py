@@ -15,7 +15,7 @@ from learncredits.domain.balance import Counters, StartSplit, is_at_risk, split_
 from learncredits.domain.errors import InvalidState, ValidationFailed
 from learncredits.domain.lifecycle import OPEN_STATUSES, Action, Outcome, Status, decide
 from learncredits.domain.lots import Draw, draw_fifo
-from learncredits.domain.periods import period_bounds, period_of
+from learncredits.domain.periods import period_bounds, period_of, previous_period
 
 # --- lifecycle ------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ def test_period_of_and_bounds_agree_at_the_edges():
         "1969-12",
         "0000-01",
         "abcd-ef",
-        "２０２４-０１",  # full-width digits are not YYYY-MM
+        "\uff12\uff10\uff12\uff14-\uff10\uff11",  # full-width digits are not YYYY-MM
         "9999-12",  # its end (10000-01) cannot be represented
     ],
 )
@@ -264,6 +264,27 @@ def test_period_bounds_refuses_bad_periods(period):
     with pytest.raises(ValidationFailed) as info:
         period_bounds(period, "UTC")
     assert info.value.code == "validation_error"
+
+
+@pytest.mark.parametrize(
+    ("period", "previous"),
+    [
+        ("2026-01", "2025-12"),
+        ("2024-03", "2024-02"),
+        ("2024-12", "2024-11"),
+        ("1971-01", "1970-12"),
+    ],
+)
+def test_previous_period(period, previous):
+    assert previous_period(period) == previous
+    start, _ = period_bounds(period, LA)
+    assert period_of(start - timedelta(microseconds=1), LA) == previous
+
+
+@pytest.mark.parametrize("period", ["", "2024-1", "abcd-ef", "2024-13", "2024-00", "2024/01"])
+def test_previous_period_refuses_bad_periods(period):
+    with pytest.raises(ValidationFailed):
+        previous_period(period)
 
 
 # --- public ids -----------------------------------------------------------------------------
@@ -308,9 +329,9 @@ def test_encode_none_is_none():
         ("org", "org_3 "),
         ("org", "org_3\n"),
         ("org", "org_1e3"),
-        ("org", "org_²"),  # str.isdigit() says yes; it is not a decimal id
-        ("org", "org_٣"),  # Arabic-Indic three
-        ("org", "org_３"),  # full-width three
+        ("org", "org_\u00b2"),  # str.isdigit() says yes; it is not a decimal id
+        ("org", "org_\u0663"),  # Arabic-Indic three
+        ("org", "org_\uff13"),  # full-width three
         ("org", f"org_{2**63}"),  # beyond a bigint
         ("org", "org_" + "9" * 30),
         ("org", "org_" + "1" * 5000),  # beyond int()'s 4300-digit limit: must not raise

@@ -226,9 +226,7 @@ def test_equal_total_counts_as_no_higher():
 
 
 def test_better_quantity_picks_the_smallest_of_several_cheaper_tiers():
-    book = PriceBook(
-        retail_unit_price_cents=100, tiers=(Tier(1, 100), Tier(10, 50), Tier(20, 10))
-    )
+    book = PriceBook(retail_unit_price_cents=100, tiers=(Tier(1, 100), Tier(10, 50), Tier(20, 10)))
     # 9 x 100 = 900: 10 x 50 = 500 and 20 x 10 = 200 both undercut; 10 is the smallest
     assert better_quantity(book, 9) == 10
     # 15 x 50 = 750: only 20 (200) undercuts

@@ -64,7 +64,10 @@ api = NinjaAPI(
 def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     if isinstance(exc, Unauthenticated | Forbidden):
         record_denial(request, exc.code)
-    return from_domain_error(exc)
+    response = from_domain_error(exc)
+    if response.status_code == 401 and request.path.startswith("/api/v1/xapi/"):
+        response["WWW-Authenticate"] = 'Basic realm="learncredits xAPI"'
+    return response
 
 
 @api.exception_handler(NinjaValidationError)

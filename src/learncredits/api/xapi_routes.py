@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
 from learncredits import ids
-from learncredits.domain.errors import Unauthenticated, ValidationFailed
+from learncredits.domain.errors import MalformedRequest, Unauthenticated, ValidationFailed
 from learncredits.integrations import xapi
 from learncredits.tenancy.models import Organization
 from learncredits.tenancy.services import authenticate_token, get_org
@@ -43,7 +43,7 @@ def _body(request: HttpRequest) -> Any:
     try:
         return json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("the body is not valid JSON") from None
+        raise MalformedRequest("the body is not valid JSON") from None
 
 
 def _versioned(response: HttpResponse) -> HttpResponse:

@@ -27,6 +27,10 @@ class ValidationFailed(DomainError):
     title = "Invalid request"
 
 
+class MalformedRequest(ValidationFailed):
+    """The request could not even be read (e.g. the body is not JSON): HTTP 400."""
+
+
 class InvalidState(DomainError):
     """An illegal lifecycle transition, or a uniqueness rule the request would break."""
 
