@@ -65,6 +65,7 @@ def org_admin(view: View) -> View:
         if membership.role != Membership.Role.ADMIN:
             return redirect("web:learn")
         request.org = membership.org  # type: ignore[attr-defined]
+        timezone.activate(ZoneInfo(membership.org.timezone))  # dates in the org's time zone
         return view(request, *args, **kwargs)
 
     return wrapped
@@ -407,6 +408,7 @@ def learn(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Your account is not a learner account.")
         return redirect("web:marketplace")
     org = membership.org
+    timezone.activate(ZoneInfo(org.timezone))
     if request.method == "POST":
         assignment_id = _int(request.POST.get("assignment"), "assignment", low=1, high=2**62)
         own = Assignment.objects.filter(
