@@ -66,7 +66,10 @@ def org_admin(view: View) -> View:
             return redirect("web:learn")
         request.org = membership.org  # type: ignore[attr-defined]
         timezone.activate(ZoneInfo(membership.org.timezone))  # dates in the org's time zone
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            timezone.deactivate()
 
     return wrapped
 
@@ -408,7 +411,6 @@ def learn(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Your account is not a learner account.")
         return redirect("web:marketplace")
     org = membership.org
-    timezone.activate(ZoneInfo(org.timezone))
     if request.method == "POST":
         assignment_id = _int(request.POST.get("assignment"), "assignment", low=1, high=2**62)
         own = Assignment.objects.filter(
