@@ -196,12 +196,23 @@ def check_url(url: str) -> None:
             raise UnsafeUrl(f"the host resolves to a non-public address ({address})")
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is the receiver's answer, not somewhere to go: following it would carry the
+    delivery past the address check (to an internal host) and turn the POST into a GET."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _opener.open(request, timeout=timeout) as response:
             return int(response.status)
-    except urllib.error.HTTPError as exc:
+    except urllib.error.HTTPError as exc:  # 3xx (not followed), 4xx, 5xx
         return int(exc.code)
 
 
@@ -225,8 +236,14 @@ def deliver_due_webhooks(
         endpoint = delivery.endpoint
         status: int | None = None
         if not endpoint.active or endpoint.deleted_at is not None:
-            error: str | None = "endpoint disabled or deleted"
-            delivery.attempts = len(schedule)  # give up now
+            # Give up without counting an attempt that was never made; the log keeps the
+            # attempts really made and their last status code.
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                status=Delivery.Status.FAILED,
+                claimed_until=None,
+                last_error="endpoint disabled or deleted",
+            )
+            continue
         else:
             body = webhook_body(delivery.event)
             headers = {
