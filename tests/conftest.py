@@ -216,3 +216,57 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
         if "browser" in item.keywords and missing and not required:
             # When required, the test runs and fails on launching the browser, saying why.
             item.add_marker(pytest.mark.skip(reason=f"browser test SKIPPED: {missing}"))
+
+
+# --- live servers on SQLite -----------------------------------------------------------------
+# live_server needs a transactional database, which Django empties after each test with
+# DELETE; on SQLite the append-only triggers (learncredits.db.append_only) refuse that, and
+# every such test would error at teardown. (PostgreSQL empties with TRUNCATE, which fires no
+# row trigger.) So, on SQLite only, `flushable` drops the DELETE triggers just before the
+# flush and puts the very same SQL back before the next test and at the end of the session.
+
+
+def _delete_triggers() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?",
+            ["%no_delete"],
+        )
+        return dict(cursor.fetchall())
+
+
+def _restore(triggers: dict[str, str]) -> None:
+    present = _delete_triggers()
+    with connection.cursor() as cursor:
+        for name, sql in triggers.items():
+            if name not in present:
+                cursor.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def _append_only_triggers(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[dict[str, str]]:
+    if connection.vendor != "sqlite":
+        yield {}
+        return
+    with django_db_blocker.unblock():
+        triggers = _delete_triggers()
+    assert triggers, "expected the append-only DELETE triggers"
+    yield triggers
+    with django_db_blocker.unblock():
+        _restore(triggers)
+
+
+@pytest.fixture
+def flushable(_append_only_triggers: dict[str, str], django_db_blocker: Any) -> Iterator[None]:
+    """Use with live_server / transactional_db: lets Django empty the tables afterwards."""
+    if not _append_only_triggers:
+        yield
+        return
+    with django_db_blocker.unblock():
+        _restore(_append_only_triggers)
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        for name in _append_only_triggers:
+            cursor.execute(f'DROP TRIGGER IF EXISTS "{name}"')

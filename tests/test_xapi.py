@@ -17,11 +17,10 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 from tincan import Activity, Agent, LanguageMap, RemoteLRS, Statement, Verb
 
 from learncredits import ids
@@ -366,51 +365,6 @@ def test_basic_auth_with_the_org_id_and_one_of_its_keys(
 # on SQLite the append-only DELETE triggers refuse that (PostgreSQL empties with TRUNCATE,
 # which fires no row trigger). So on SQLite the DELETE triggers are dropped just before the
 # flush and put back (the very same SQL) before the next such test and after the module.
-
-
-def _delete_triggers() -> dict[str, str]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?",
-            ["%no_delete"],
-        )
-        return dict(cursor.fetchall())
-
-
-def _restore(triggers: dict[str, str]) -> None:
-    present = _delete_triggers()
-    with connection.cursor() as cursor:
-        for name, sql in triggers.items():
-            if name not in present:
-                cursor.execute(sql)
-
-
-@pytest.fixture(scope="module")
-def _append_only_triggers(
-    django_db_setup: None, django_db_blocker: Any
-) -> Iterator[dict[str, str]]:
-    if connection.vendor != "sqlite":
-        yield {}
-        return
-    with django_db_blocker.unblock():
-        triggers = _delete_triggers()
-    assert triggers, "expected the append-only DELETE triggers"
-    yield triggers
-    with django_db_blocker.unblock():
-        _restore(triggers)
-
-
-@pytest.fixture
-def flushable(transactional_db: None, _append_only_triggers: dict[str, str]) -> Iterator[None]:
-    """Set up after (so torn down before) the transactional database it empties."""
-    if not _append_only_triggers:  # PostgreSQL
-        yield
-        return
-    _restore(_append_only_triggers)
-    yield
-    with connection.cursor() as cursor:
-        for name in _append_only_triggers:
-            cursor.execute(f'DROP TRIGGER IF EXISTS "{name}"')
 
 
 def tincan_statement(verb: str, email: str, sid: uuid.UUID | None = None) -> Statement:

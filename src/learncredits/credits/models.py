@@ -188,6 +188,7 @@ class LedgerEntry(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name_plural = "ledger entries"
         indexes = [
             models.Index(fields=["org", "-id"], name="ledger_org_id"),
             models.Index(fields=["org", "created_at"], name="ledger_org_created"),

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -350,7 +350,11 @@ def employee_list(request: HttpRequest) -> HttpResponse:
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
     employees = employees.annotate(
-        reserved=Count("assignment", filter=Q(assignment__status=Assignment.Status.ASSIGNED))
+        reserved=Sum(
+            "assignment__credit_cost",
+            filter=Q(assignment__status=Assignment.Status.ASSIGNED),
+            default=0,
+        )
     ).order_by("-active", "name")
     page = Paginator(employees, 50).get_page(request.GET.get("page"))
     return render(request, "web/employees.html", {"page": page, "q": query})
