@@ -1,0 +1,66 @@
+"""Profile one benchmarked path in-process: pyinstrument's call tree and the SQL of one call.
+
+    .venv/bin/pip install pyinstrument        # once, into the venv (not a dependency)
+    .venv/bin/python bench/profile_paths.py start     # POST .../start through the Django stack
+    .venv/bin/python bench/profile_paths.py balance   # GET .../balance
+    .venv/bin/python bench/profile_paths.py close     # close_all, one org at a time
+    .venv/bin/python bench/profile_paths.py bulk      # assign_bulk of 2,000 employees
+
+Requests go through Django's test client (middleware, ninja, auth, the action), so the
+profile is the server's work without gunicorn and the network. Writes the profile to
+var/bench/profile-<what>.txt and prints the SQL one call runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from common import VAR_DIR, run_child, run_datagen, service_database
+from month_end import ledger_layout, previous_month
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("what", choices=["start", "balance", "close", "bulk"])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    period, start, end = previous_month()
+    if args.what in ("start", "balance"):
+        layout = {"orgs": 100, "open_per_org": 20, "started_per_org": 44, "credit_cost": 3,
+                  "purchased_per_org": 10**9, "contents": 11, "api_keys": True}  # fmt: skip
+    elif args.what == "close":
+        layout = ledger_layout(args.calls + 1, start, end)
+    else:
+        layout = {"orgs": 1, "employees_per_org": 2000, "purchased_per_org": 10**9,
+                  "contents": args.calls + 1}  # fmt: skip
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    output = VAR_DIR / f"profile-{args.what}.txt"
+    with service_database("lc_bench_profile", keep=args.keep) as env:
+        generated = run_datagen(env, [layout])
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
+            json.dump(generated, out)
+        try:
+            result = run_child(
+                "profile",
+                ["--what", args.what, "--generated", out.name, "--calls", str(args.calls),
+                 "--period", period, "--output", str(output)],
+                env,
+            )  # fmt: skip
+        finally:
+            Path(out.name).unlink()
+    print(f"{result['what']}: {result['calls']} calls, {result['ms_per_call']:.2f} ms a call")
+    print(f"SQL of one call ({result['queries_in_one_call']} statements):")
+    for sql in result["sql"]:
+        print(f"  {sql}")
+    if output.exists():
+        print(f"profile: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
