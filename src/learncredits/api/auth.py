@@ -106,7 +106,7 @@ def org_for(request: HttpRequest, org_id: str) -> Organization:
         if pk is not None and not principal.is_operator:
             record_denial(request, "another org", org_id=principal.org_id)
         raise NotFound("organization not found")
-    return get_org(pk)
+    return principal.org if principal.org is not None else get_org(pk)
 
 
 def decode_or_404(kind: str, value: str, what: str) -> int:

@@ -121,8 +121,12 @@ def _draw_lots(org_id: int, quantity: int) -> list[tuple[int, int]]:
     if quantity <= 0:
         return []
     open_lots = CreditLot.objects.filter(org_id=org_id, remaining__gt=0).order_by("id")
-    # Lots are mostly consumed one at a time; fetch a few, more only if they fall short.
-    draws = draw_fifo(open_lots.values_list("id", "remaining").iterator(chunk_size=16), quantity)
+    # One round trip for the usual case (a start drawn from the oldest lot or two, while the
+    # balance lock is held); only a draw larger than the first 16 lots reads them all.
+    first = list(open_lots.values_list("id", "remaining")[:16])
+    if sum(remaining for _, remaining in first) < quantity:
+        first = list(open_lots.values_list("id", "remaining"))
+    draws = draw_fifo(first, quantity)
     for draw in draws:
         CreditLot.objects.filter(pk=draw.lot_id).update(remaining=F("remaining") - draw.quantity)
     return [(d.lot_id, d.quantity) for d in draws]
@@ -232,7 +236,14 @@ def assign_bulk(
                 {
                     "content_id": ids.encode("content", content.pk),
                     "credit_cost": content.credit_cost,
-                    "assignments": [_event_data(a) for a in created],
+                    # Ids only: a bulk of 10,000 stays a reasonable webhook body.
+                    "assignments": [
+                        {
+                            "id": ids.encode("assignment", a.pk),
+                            "employee_id": ids.encode("employee", a.employee_id),
+                        }
+                        for a in created
+                    ],
                 },
             )
         _write_balance(locked, org)
@@ -309,12 +320,9 @@ def _consume(
 
 def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
     """Start: deduct the cost from credits and assigned. Starting twice charges once."""
-    assignment = _get_assignment(org.pk, assignment_id)
-    if decide(assignment.status, Action.START) is Outcome.NOOP:
-        return assignment
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        assignment = _get_assignment(org.pk, assignment_id)  # re-read under the lock
+        assignment = _get_assignment(org.pk, assignment_id)
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
         _consume(locked, org, assignment, actor=actor, now=timezone.now())

@@ -35,7 +35,7 @@ from learncredits.credits import actions
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
-from learncredits.domain.errors import DomainError, ValidationFailed
+from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.money import format_cents
 from learncredits.notify.models import Alert
 from learncredits.tenancy import services as tenancy
@@ -321,9 +321,11 @@ def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> Ht
             messages.success(request, "Assignment moved.")
         else:
             raise Http404("no such action")
+    except NotFound:
+        raise Http404("no such assignment") from None
     except DomainError as exc:
         _fail(request, exc)
-    return redirect(request.POST.get("next") or "web:assignments")
+    return redirect("web:assignments")
 
 
 # --- employees ---------------------------------------------------------------------------------

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('credits', '0003_balance_at_risk'),
+        ("credits", "0003_balance_at_risk"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='ledgerentry',
-            options={'verbose_name_plural': 'ledger entries'},
+            name="ledgerentry",
+            options={"verbose_name_plural": "ledger entries"},
         ),
     ]
