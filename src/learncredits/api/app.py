@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError
@@ -116,6 +117,15 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     if isinstance(exc, RequestDataTooBig):
         return validation_problem("the request body is too large", status=413)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable (restarting, failing over): temporary, and nothing was
+        # committed, so the client should retry (with the same Idempotency-Key).
+        logger.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        response = problem(
+            503, "unavailable", "Service unavailable", "the database is unavailable; retry shortly"
+        )
+        response["Retry-After"] = "1"
+        return response
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
 
