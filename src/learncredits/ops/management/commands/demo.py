@@ -117,7 +117,8 @@ class Command(BaseCommand):
         return (
             "learncredits demo organization\n"
             f"  organization: {org.name} (org_{org.pk})\n"
-            "  open:         {url}/api/v1/docs\n"
+            "  dashboard:    {url}/login\n"
+            "  API docs:     {url}/api/v1/docs\n"
             f"  API key:      {key}\n"
             f"  admin login:  admin@acme.example / {password}\n"
             f"  try:          curl -H 'Authorization: Bearer {key}' "
