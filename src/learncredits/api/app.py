@@ -28,7 +28,7 @@ from learncredits.api.auth import (
     record_denial,
     require_operator,
 )
-from learncredits.api.common import ListParams, paginate, responses
+from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.api.problems import from_domain_error, problem, validation_problem
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
@@ -476,7 +476,12 @@ def _ledger_csv(org: Organization) -> Iterator[str]:
         yield writer.writerow(["" if row[f] is None else row[f] for f in out.LEDGER_FIELDS])
 
 
-@api.get("/orgs/{org_id}/ledger", response=responses(200, s.LedgerPage), tags=["ledger"])
+@api.get(
+    "/orgs/{org_id}/ledger",
+    response=responses(200, s.LedgerPage),
+    tags=["ledger"],
+    openapi_extra=content("text/csv"),
+)
 def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -> Any:
     """The org's ledger, newest first; ``format=csv`` downloads all of it, oldest first."""
     org = org_for(request, org_id)

@@ -52,7 +52,7 @@ def check_rate(request: HttpRequest, principal: Principal) -> None:
     if not rate:
         return
     usage = get_usage(
-        request, group="api", key=lambda _g, _r: principal.scope, rate=rate, increment=True
+        request, group="api", key=lambda _g, _r: principal.label, rate=rate, increment=True
     )
     if usage is not None and usage["should_limit"]:
         raise RateLimited(int(usage["time_left"]))

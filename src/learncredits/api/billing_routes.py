@@ -14,7 +14,7 @@ from pydantic import Field
 from learncredits.api import schemas as s
 from learncredits.api import serializers as out
 from learncredits.api.auth import decode_or_404, org_for, require_operator
-from learncredits.api.common import ListParams, paginate, responses
+from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.audit import trail as audit
 from learncredits.billing import reports
 from learncredits.billing.documents import invoice_html, invoice_pdf
@@ -62,7 +62,11 @@ def _invoices(org: Organization) -> Any:
     return with_status(Invoice.objects.filter(org=org)).prefetch_related("lines")
 
 
-@router.get("/orgs/{org_id}/invoices", response=responses(200, s.InvoicePage))
+@router.get(
+    "/orgs/{org_id}/invoices",
+    response=responses(200, s.InvoicePage),
+    openapi_extra=content("text/csv"),
+)
 def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListParams]) -> Any:
     org = org_for(request, org_id)
     if params.format == "csv":
@@ -114,7 +118,11 @@ def get_invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Any:
     return out.invoice(_invoice(request, org_id, invoice_id))
 
 
-@router.get("/orgs/{org_id}/invoices/{invoice_id}/pdf", response=responses(200, None))
+@router.get(
+    "/orgs/{org_id}/invoices/{invoice_id}/pdf",
+    response=responses(200, None),
+    openapi_extra=content("application/pdf", binary=True),
+)
 def get_invoice_pdf(request: HttpRequest, org_id: str, invoice_id: str) -> HttpResponse:
     invoice = _invoice(request, org_id, invoice_id)
     response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
@@ -122,7 +130,11 @@ def get_invoice_pdf(request: HttpRequest, org_id: str, invoice_id: str) -> HttpR
     return response
 
 
-@router.get("/orgs/{org_id}/invoices/{invoice_id}/html", response=responses(200, None))
+@router.get(
+    "/orgs/{org_id}/invoices/{invoice_id}/html",
+    response=responses(200, None),
+    openapi_extra=content("text/html"),
+)
 def get_invoice_html(request: HttpRequest, org_id: str, invoice_id: str) -> HttpResponse:
     """The invoice as a web page, from the same template as its PDF."""
     return HttpResponse(invoice_html(_invoice(request, org_id, invoice_id)))
@@ -140,13 +152,21 @@ def _statement_answer(statement: reports.Statement, params: StatementParams, nam
     return data
 
 
-@router.get("/orgs/{org_id}/statement", response=responses(200, s.StatementOut))
+@router.get(
+    "/orgs/{org_id}/statement",
+    response=responses(200, s.StatementOut),
+    openapi_extra=content("text/csv"),
+)
 def get_statement(request: HttpRequest, org_id: str, params: Query[StatementParams]) -> Any:
     org = org_for(request, org_id)
     return _statement_answer(reports.statement(org, params.period), params, f"org_{org.pk}")
 
 
-@router.get("/billing/statement", response=responses(200, s.StatementOut))
+@router.get(
+    "/billing/statement",
+    response=responses(200, s.StatementOut),
+    openapi_extra=content("text/csv"),
+)
 def get_operator_statement(request: HttpRequest, params: Query[StatementParams]) -> Any:
     """Every organization's statement for the period, summed (operator only)."""
     require_operator(request)

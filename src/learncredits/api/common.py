@@ -65,3 +65,11 @@ def paginate(
         "data": [render(row) for row in rows],
         "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None,
     }
+
+
+def content(media_type: str, *, binary: bool = False) -> dict[str, Any]:
+    """OpenAPI for an answer that is not JSON (CSV, PDF, HTML), merged into the operation."""
+    schema: dict[str, Any] = {"type": "string"}
+    if binary:
+        schema["format"] = "binary"
+    return {"responses": {200: {"content": {media_type: {"schema": schema}}}}}

@@ -49,6 +49,9 @@ class ApiBodyLimitMiddleware:
             return validation_problem("Content-Length is not a number", status=400)
         if length > settings.LEARNCREDITS_MAX_BODY_BYTES:
             return _too_large()
+        nul = _nul_problem(request)
+        if nul is not None:
+            return nul
         response = self.get_response(request)
         content_type = response.get("Content-Type", "")
         if response.status_code >= 400 and not content_type.startswith(
@@ -56,6 +59,36 @@ class ApiBodyLimitMiddleware:
         ):
             return _as_problem(response)
         return response
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _nul_problem(request: HttpRequest) -> HttpResponse | None:
+    """Refuse NUL characters in any text: PostgreSQL cannot store them, and no name, email,
+    reason or statement needs one. (SQLite would store them, so the rule is ours, here.)"""
+    detail = "text must not contain NUL (U+0000) characters"
+    if "%00" in request.META.get("QUERY_STRING", ""):
+        return validation_problem(detail)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return _too_large()
+    if b"\\u0000" in body or b"\x00" in body:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None  # not JSON: the view answers 400 for it
+        if _has_nul(parsed):
+            return validation_problem(detail)
+    return None
 
 
 def _as_problem(response: HttpResponse) -> HttpResponse:

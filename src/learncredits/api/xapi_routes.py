@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
 from learncredits import ids
+from learncredits.api.schemas import Problem
 from learncredits.domain.errors import MalformedRequest, Unauthenticated, ValidationFailed
 from learncredits.integrations import xapi
 from learncredits.tenancy.models import Organization
@@ -51,7 +52,10 @@ def _versioned(response: HttpResponse) -> HttpResponse:
     return response
 
 
-@router.post("/xapi/statements", response={200: list[str]})
+XAPI_ERRORS = {400: Problem, 401: Problem, 409: Problem, 413: Problem, 422: Problem}
+
+
+@router.post("/xapi/statements", response={200: list[str], **XAPI_ERRORS})
 def post_statements(request: HttpRequest) -> HttpResponse:
     """One statement or a list; answers the statement ids (xAPI 1.0.3)."""
     org = _org(request)
@@ -60,7 +64,7 @@ def post_statements(request: HttpRequest) -> HttpResponse:
     return _versioned(JsonResponse(statement_ids, safe=False))
 
 
-@router.put("/xapi/statements", response={204: None})
+@router.put("/xapi/statements", response={204: None, **XAPI_ERRORS})
 def put_statement(request: HttpRequest, statementId: str) -> HttpResponse:
     org = _org(request)
     _check_version(request)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from learncredits import ids
@@ -25,6 +26,7 @@ from learncredits.billing.invoicing import issue_receipt
 from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
+from learncredits.credits import sql
 from learncredits.credits.locking import LockedBalance, lock_balance
 from learncredits.credits.models import (
     Assignment,
@@ -99,9 +101,11 @@ def _write_balance(locked: LockedBalance, org: Organization) -> None:
         return
     counters = Counters(locked.credits, locked.assigned)
     at_risk = is_at_risk(counters, org.alert_threshold)
-    Balance.objects.filter(org_id=locked.org_id).update(
-        credits=locked.credits, assigned=locked.assigned, at_risk=at_risk
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _stmts(connection.vendor)["balance_update"],
+            [locked.credits, locked.assigned, at_risk, locked.org_id],
+        )
     if at_risk != locked.at_risk:
         alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
         locked.at_risk = at_risk
@@ -116,26 +120,125 @@ def reevaluate_at_risk(org: Organization) -> None:
         _write_balance(locked, org)
 
 
-def _draw_lots(org_id: int, quantity: int) -> list[tuple[int, int]]:
-    """Take ``quantity`` credits from the org's lots, oldest first; returns (lot, quantity)."""
+# Columns written by the hot paths, in the order of their prebuilt statements.
+_LEDGER_COLUMNS = (
+    "org_id",
+    "type",
+    "credits_delta",
+    "assigned_delta",
+    "overage_credits",
+    "retail_unit_price_cents",
+    "credits_after",
+    "assigned_after",
+    "assignment_id",
+    "purchase_id",
+    "lot_id",
+    "actor",
+    "reason",
+    "created_at",
+)
+_DRAW_COLUMNS = ("org_id", "entry_id", "lot_id", "quantity")
+_ASSIGNMENT_READ = (
+    "id",
+    "employee_id",
+    "content_id",
+    "status",
+    "credit_cost",
+    "charged_credits",
+    "overage_credits",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "cancelled_at",
+)
+# A start reads this many open lots with its assignment; a larger draw reads them all.
+_LOTS_WITH_START = 16
+
+
+@cache
+def _stmts(vendor: str) -> dict[str, str]:
+    """The hot paths' statements, built once per database vendor from the models' names."""
+    q = sql.quote
+    balance = q(Balance._meta.db_table)
+    lots = q(CreditLot._meta.db_table)
+    assignments = q(Assignment._meta.db_table)
+    columns = ", ".join(f"a.{q(c)}" for c in _ASSIGNMENT_READ)
+    return {
+        "balance_update": (
+            f"UPDATE {balance} SET credits = %s, assigned = %s, at_risk = %s WHERE org_id = %s"
+        ),
+        "lots_open": (
+            f"SELECT id, remaining FROM {lots} WHERE org_id = %s AND remaining > 0 ORDER BY id"
+        ),
+        "lot_draw": f"UPDATE {lots} SET remaining = remaining - %s WHERE id = %s",
+        # The assignment and the org's oldest open lots in one round trip (run after the
+        # balance lock, so both are current: every change to either takes that lock first).
+        "start_read": (
+            f"SELECT {columns}, l.id, l.remaining FROM {assignments} a "
+            f"LEFT JOIN (SELECT id, remaining FROM {lots} WHERE org_id = %s AND remaining > 0 "
+            f"ORDER BY id LIMIT {_LOTS_WITH_START}) l ON 1 = 1 "
+            f"WHERE a.org_id = %s AND a.id = %s ORDER BY l.id"
+        ),
+        # Bulk assignment on PostgreSQL: the varying values as arrays, rows in their order.
+        "bulk_assign_pg": (
+            f"INSERT INTO {assignments} (org_id, content_id, employee_id, status, credit_cost, "
+            f"charged_credits, overage_credits, created_at) "
+            f"SELECT %s, %s, t.e, %s, %s, 0, 0, %s "
+            f"FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(e, n) ORDER BY t.n "
+            f"RETURNING id, employee_id"
+        ),
+        "bulk_reserve_pg": (
+            f"INSERT INTO {q(LedgerEntry._meta.db_table)} (org_id, type, credits_delta, "
+            f"assigned_delta, overage_credits, credits_after, assigned_after, assignment_id, "
+            f"actor, reason, created_at) "
+            f"SELECT %s, %s, 0, %s, 0, %s, t.after, t.a, %s, '', %s "
+            f"FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS t(a, after, n) "
+            f"ORDER BY t.n"
+        ),
+        "assignment_start": (
+            f"UPDATE {assignments} SET status = %s, started_at = %s, charged_credits = %s, "
+            f"overage_credits = %s WHERE id = %s AND org_id = %s AND status = %s"
+        ),
+    }
+
+
+def _draw_lots(
+    org_id: int, quantity: int, first: list[tuple[int, int]] | None = None
+) -> list[tuple[int, int]]:
+    """Take ``quantity`` credits from the org's lots, oldest first; returns (lot, quantity).
+
+    ``first`` is the org's oldest open lots if the caller already read them (a start reads
+    them with its assignment); when they hold too little, all open lots are read."""
     if quantity <= 0:
         return []
-    open_lots = CreditLot.objects.filter(org_id=org_id, remaining__gt=0).order_by("id")
-    # One round trip for the usual case (a start drawn from the oldest lot or two, while the
-    # balance lock is held); only a draw larger than the first 16 lots reads them all.
-    first = list(open_lots.values_list("id", "remaining")[:16])
-    if sum(remaining for _, remaining in first) < quantity:
-        first = list(open_lots.values_list("id", "remaining"))
-    draws = draw_fifo(first, quantity)
-    for draw in draws:
-        CreditLot.objects.filter(pk=draw.lot_id).update(remaining=F("remaining") - draw.quantity)
+    statements = _stmts(connection.vendor)
+    with connection.cursor() as cursor:
+        if first is None:
+            cursor.execute(statements["lots_open"] + f" LIMIT {_LOTS_WITH_START}", [org_id])
+            first = [(int(i), int(r)) for i, r in cursor.fetchall()]
+        if sum(remaining for _, remaining in first) < quantity:
+            cursor.execute(statements["lots_open"], [org_id])
+            first = [(int(i), int(r)) for i, r in cursor.fetchall()]
+        draws = draw_fifo(first, quantity)
+        for draw in draws:
+            cursor.execute(statements["lot_draw"], [draw.quantity, draw.lot_id])
     return [(d.lot_id, d.quantity) for d in draws]
 
 
-def _record_draws(org_id: int, entry: LedgerEntry, draws: Iterable[tuple[int, int]]) -> None:
-    LotDraw.objects.bulk_create(
-        LotDraw(org_id=org_id, entry=entry, lot_id=lot_id, quantity=qty) for lot_id, qty in draws
+def _record_draws(org_id: int, entry_id: int, draws: Iterable[tuple[int, int]]) -> None:
+    """The cost basis of one ledger entry: one LotDraw row per lot drawn, in one INSERT."""
+    sql.insert_no_return(
+        LotDraw, _DRAW_COLUMNS, [(org_id, entry_id, lot_id, qty) for lot_id, qty in draws]
     )
+
+
+def _insert_entry(locked: LockedBalance, **values: Any) -> int:
+    """Append one ledger entry (advancing the locked counters) with a prebuilt INSERT;
+    returns its id. ``values`` are the keyword arguments of ``_entry``."""
+    entry = _entry(locked, **values)
+    row = sql.adapt(LedgerEntry, _LEDGER_COLUMNS, [getattr(entry, c) for c in _LEDGER_COLUMNS])
+    (pk,) = sql.insert(LedgerEntry, _LEDGER_COLUMNS, [row])
+    return pk
 
 
 def _get_assignment(org_id: int, assignment_id: int) -> Assignment:
@@ -153,6 +256,130 @@ def _get_employee(org_id: int, employee_id: int) -> Employee:
 
 
 # --- assign -------------------------------------------------------------------------------
+
+
+_ASSIGNMENT_INSERT = (
+    "org_id",
+    "content_id",
+    "employee_id",
+    "status",
+    "credit_cost",
+    "charged_credits",
+    "overage_credits",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "cancelled_at",
+)
+
+
+def _insert_assignments(
+    org_id: int, content: Content, employee_ids: Sequence[int], now: datetime
+) -> list[Assignment]:
+    """Insert one ``assigned`` row per employee with prebuilt multi-row INSERTs and return
+    them as model instances (ids from RETURNING, in the order given).
+
+    Why not bulk_create: for 10,000 rows its per-instance work (field lookups, pre_save,
+    value preparation for every field of every row) was most of the bulk request's time.
+    Here the values shared by all rows are prepared once."""
+    status = Assignment.Status.ASSIGNED.value
+    cost = content.credit_cost
+    created_db = sql.adapt(Assignment, ("created_at",), (now,))[0]
+    pks: list[int] = []
+    if connection.vendor == "postgresql":
+        # One statement with the ids as one array parameter: a multi-row VALUES with
+        # 10,000 x 11 parameters is slow to bind on PostgreSQL's client-side binding.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _stmts(connection.vendor)["bulk_assign_pg"],
+                [org_id, content.pk, status, cost, created_db, list(employee_ids)],
+            )
+            pk_of = {int(e): int(pk) for pk, e in cursor.fetchall()}
+        pks = [pk_of[e] for e in employee_ids]
+    else:
+        batch = sql.batch_rows(len(_ASSIGNMENT_INSERT))
+        for start in range(0, len(employee_ids), batch):
+            pks += sql.insert(
+                Assignment,
+                _ASSIGNMENT_INSERT,
+                [
+                    (org_id, content.pk, e, status, cost, 0, 0, created_db, None, None, None)
+                    for e in employee_ids[start : start + batch]
+                ],
+            )
+    return [
+        sql.loaded(
+            Assignment,
+            {
+                "id": pk,
+                "org_id": org_id,
+                "content_id": content.pk,
+                "employee_id": e,
+                "status": status,
+                "credit_cost": cost,
+                "charged_credits": 0,
+                "overage_credits": 0,
+                "created_at": now,
+                "started_at": None,
+                "completed_at": None,
+                "cancelled_at": None,
+            },
+        )
+        for pk, e in zip(pks, employee_ids, strict=True)
+    ]
+
+
+def _insert_reserves(
+    locked: LockedBalance, created: Sequence[Assignment], cost: int, *, actor: str, now: datetime
+) -> None:
+    """One ``reserve`` ledger entry per new assignment, in assignment order, each carrying
+    the balance after it; the locked counters advance as if each were appended one by one."""
+    entry_type = LedgerEntry.Type.RESERVE.value
+    created_db = sql.adapt(LedgerEntry, ("created_at",), (now,))[0]
+    credits = locked.credits
+    first_after = locked.assigned + cost
+    afters = list(range(first_after, first_after + cost * len(created), cost)) if cost else []
+    if connection.vendor == "postgresql":
+        # Ordered by position, so the ids run in the same order as assigned_after.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _stmts(connection.vendor)["bulk_reserve_pg"],
+                [
+                    locked.org_id,
+                    entry_type,
+                    cost,
+                    credits,
+                    actor,
+                    created_db,
+                    [a.pk for a in created],
+                    afters,
+                ],
+            )
+    else:
+        rows = [
+            (
+                locked.org_id,
+                entry_type,
+                0,
+                cost,
+                0,
+                None,
+                credits,
+                after,
+                a.pk,
+                None,
+                None,
+                actor,
+                "",
+                created_db,
+            )
+            for a, after in zip(created, afters, strict=True)
+        ]
+        batch = sql.batch_rows(len(_LEDGER_COLUMNS))
+        for start in range(0, len(rows), batch):
+            sql.insert_no_return(LedgerEntry, _LEDGER_COLUMNS, rows[start : start + batch])
+    locked.assigned += cost * len(created)
+    locked.entries += len(created)
 
 
 @dataclass(frozen=True)
@@ -180,9 +407,15 @@ def assign_bulk(
 
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        found = dict(
-            Employee.objects.filter(org_id=org.pk, pk__in=unique_ids).values_list("pk", "active")
-        )
+        employees = sql.quote(Employee._meta.db_table)
+        assignments = sql.quote(Assignment._meta.db_table)
+        with connection.cursor() as cursor:
+            where, params = sql.in_ids("id", unique_ids)
+            cursor.execute(
+                f"SELECT id, active FROM {employees} WHERE org_id = %s AND {where}",
+                [org.pk, *params],
+            )
+            found = {int(pk): bool(active) for pk, active in cursor.fetchall()}
         missing = [pk for pk in unique_ids if pk not in found]
         if missing:
             raise NotFound(f"{len(missing)} employee(s) not found", missing_employee_ids=missing)
@@ -191,44 +424,25 @@ def assign_bulk(
             raise EmployeeInactive(
                 f"{len(inactive)} employee(s) inactive", inactive_employee_ids=inactive
             )
-        holding = set(
-            Assignment.objects.filter(
-                org_id=org.pk,
-                content_id=content.pk,
-                employee_id__in=unique_ids,
-                status__in=[Assignment.Status.ASSIGNED, Assignment.Status.STARTED],
-            ).values_list("employee_id", flat=True)
-        )
+        with connection.cursor() as cursor:
+            where, params = sql.in_ids("employee_id", unique_ids)
+            cursor.execute(
+                f"SELECT employee_id FROM {assignments} WHERE org_id = %s AND content_id = %s "
+                f"AND status IN (%s, %s) AND {where}",
+                [
+                    org.pk,
+                    content.pk,
+                    Assignment.Status.ASSIGNED.value,
+                    Assignment.Status.STARTED.value,
+                    *params,
+                ],
+            )
+            holding = {int(row[0]) for row in cursor.fetchall()}
         to_assign = [pk for pk in unique_ids if pk not in holding]
         now = timezone.now()
-        created = Assignment.objects.bulk_create(
-            [
-                Assignment(
-                    org_id=org.pk,
-                    content_id=content.pk,
-                    employee_id=pk,
-                    credit_cost=content.credit_cost,
-                    created_at=now,
-                )
-                for pk in to_assign
-            ],
-            batch_size=1000,
-        )
+        created = _insert_assignments(org.pk, content, to_assign, now)
         if content.credit_cost and created:
-            LedgerEntry.objects.bulk_create(
-                (
-                    _entry(
-                        locked,
-                        LedgerEntry.Type.RESERVE,
-                        actor=actor,
-                        assigned_delta=content.credit_cost,
-                        assignment_id=a.pk,
-                        now=now,
-                    )
-                    for a in created
-                ),
-                batch_size=1000,
-            )
+            _insert_reserves(locked, created, content.credit_cost, actor=actor, now=now)
         if created:
             emit(
                 org.pk,
@@ -268,33 +482,48 @@ def _event_data(a: Assignment) -> dict[str, object]:
 
 
 def _consume(
-    locked: LockedBalance, org: Organization, assignment: Assignment, *, actor: str, now: datetime
+    locked: LockedBalance,
+    org: Organization,
+    assignment: Assignment,
+    *,
+    actor: str,
+    now: datetime,
+    lots: list[tuple[int, int]] | None = None,
 ) -> None:
-    """Charge a started assignment: from the balance first, the rest as overage at retail."""
+    """Charge a started assignment: from the balance first, the rest as overage at retail.
+
+    ``lots`` is the org's oldest open lots when the caller read them under the lock already.
+    Every statement is prebuilt (see credits/sql.py): this runs while the balance is locked."""
     cost = assignment.credit_cost
     split = split_start(cost, locked.credits)
     assignment.status = Assignment.Status.STARTED
     assignment.started_at = now
     assignment.charged_credits = split.from_balance
     assignment.overage_credits = split.overage
-    updated = Assignment.objects.filter(
-        pk=assignment.pk, org_id=locked.org_id, status=Assignment.Status.ASSIGNED
-    ).update(
-        status=Assignment.Status.STARTED,
-        started_at=now,
-        charged_credits=split.from_balance,
-        overage_credits=split.overage,
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _stmts(connection.vendor)["assignment_start"],
+            [
+                Assignment.Status.STARTED.value,
+                sql.adapt(Assignment, ("started_at",), (now,))[0],
+                split.from_balance,
+                split.overage,
+                assignment.pk,
+                locked.org_id,
+                Assignment.Status.ASSIGNED.value,
+            ],
+        )
+        updated = cursor.rowcount
     if updated != 1:  # pragma: no cover - impossible while the balance lock is held
         raise InvalidState("assignment changed concurrently")
     emit(org.pk, "assignment.started", _event_data(assignment))
     if cost == 0:
         return
     retail = current_price_book().retail_unit_price_cents if split.overage else None
-    draws = _draw_lots(locked.org_id, split.from_balance)
-    entry = _entry(
+    draws = _draw_lots(locked.org_id, split.from_balance, lots)
+    entry_id = _insert_entry(
         locked,
-        LedgerEntry.Type.CONSUME,
+        entry_type=LedgerEntry.Type.CONSUME,
         actor=actor,
         credits_delta=-split.from_balance,
         assigned_delta=-cost,
@@ -303,8 +532,7 @@ def _consume(
         assignment_id=assignment.pk,
         now=now,
     )
-    entry.save()
-    _record_draws(locked.org_id, entry, draws)
+    _record_draws(locked.org_id, entry_id, draws)
     if split.overage:
         alerts.overage_incurred(
             org.pk,
@@ -318,14 +546,50 @@ def _consume(
         )
 
 
+def _read_for_start(org_id: int, assignment_id: int) -> tuple[Assignment, list[tuple[int, int]]]:
+    """Under the balance lock: the assignment and the org's oldest open lots, one round trip.
+
+    Only after the lock: joined into the locking statement, PostgreSQL would return these
+    rows as of that statement's snapshot, taken before it waited for the lock (READ
+    COMMITTED re-reads only the locked row), so a start could see a status or a lot's
+    remaining that a concurrent action had already changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(_stmts(connection.vendor)["start_read"], [org_id, org_id, assignment_id])
+        rows = cursor.fetchall()
+    if not rows:
+        raise NotFound("assignment not found")
+    a = rows[0]
+    created_at = sql.aware(a[7])
+    assert created_at is not None  # NOT NULL
+    assignment = Assignment(
+        id=a[0],
+        org_id=org_id,
+        employee_id=a[1],
+        content_id=a[2],
+        status=a[3],
+        credit_cost=a[4],
+        charged_credits=a[5],
+        overage_credits=a[6],
+        created_at=created_at,
+        started_at=sql.aware(a[8]),
+        completed_at=sql.aware(a[9]),
+        cancelled_at=sql.aware(a[10]),
+    )
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
+    n = len(_ASSIGNMENT_READ)
+    lots = [(int(r[n]), int(r[n + 1])) for r in rows if r[n] is not None]
+    return assignment, lots
+
+
 def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
     """Start: deduct the cost from credits and assigned. Starting twice charges once."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        assignment = _get_assignment(org.pk, assignment_id)
+        assignment, lots = _read_for_start(org.pk, assignment_id)
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
-        _consume(locked, org, assignment, actor=actor, now=timezone.now())
+        _consume(locked, org, assignment, actor=actor, now=timezone.now(), lots=lots)
         _write_balance(locked, org)
     return assignment
 
@@ -610,7 +874,7 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
                 reason=reason,
             )
             entry.save()
-            _record_draws(org.pk, entry, draws)
+            _record_draws(org.pk, entry.pk, draws)
         audit.record(
             actor,
             "credits.adjust",

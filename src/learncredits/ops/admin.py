@@ -86,6 +86,7 @@ class OrganizationAdmin(admin.ModelAdmin):
                     billing_email=obj.billing_email,
                     timezone_name=obj.timezone,
                     alert_threshold=obj.alert_threshold,
+                    actor=operator_actor(request),
                 )
                 obj.pk = created.pk
         except DomainError as exc:
