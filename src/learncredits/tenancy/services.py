@@ -269,12 +269,12 @@ def _send_invitation(membership: Membership) -> None:
     user = membership.user
     uid = urlsafe_base64_encode(force_bytes(user.pk))
     token = default_token_generator.make_token(user)
+    link = f"{settings.LEARNCREDITS_BASE_URL.rstrip('/')}/reset/{uid}/{token}/"
     send_mail(
         subject=f"You are invited to {membership.org.name} on learncredits",
         message=(
             f"Hello {user.first_name},\n\nYou have been invited as {membership.role} of "
-            f"{membership.org.name}. Choose your password here:\n"
-            f"/reset/{uid}/{token}/\n"
+            f"{membership.org.name}. Choose your password here:\n{link}\n"
         ),
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[user.email],

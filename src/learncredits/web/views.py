@@ -336,7 +336,9 @@ def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> Ht
 def employee_list(request: HttpRequest) -> HttpResponse:
     org = _org(request)
     if request.method == "POST":
-        if "csv" in request.POST or "csv_file" in request.FILES:
+        if request.POST.get("form") == "invite":
+            _invite(request, org)
+        elif "csv" in request.POST or "csv_file" in request.FILES:
             _import_employees(request, org)
         else:
             try:
@@ -360,6 +362,25 @@ def employee_list(request: HttpRequest) -> HttpResponse:
     ).order_by("-active", "name")
     page = Paginator(employees, 50).get_page(request.GET.get("page"))
     return render(request, "web/employees.html", {"page": page, "q": query})
+
+
+def _invite(request: HttpRequest, org: Organization) -> None:
+    """An admin invites another admin, or a learner (tied to the employee with that email):
+    the invitation email carries a link to choose a password."""
+    role = request.POST.get("role", "")
+    try:
+        membership = tenancy.create_user(
+            org,
+            email=request.POST.get("email", ""),
+            name=request.POST.get("name", ""),
+            role=role if role in Membership.Role.values else "",
+            password=None,
+            actor=_actor(request),
+        )
+    except DomainError as exc:
+        _fail(request, exc)
+        return
+    messages.success(request, f"Invitation sent to {membership.user.email}.")
 
 
 def _import_employees(request: HttpRequest, org: Organization) -> None:
