@@ -47,12 +47,17 @@ def next_invoice_number(issued_at: datetime) -> str:
     # every invoice of a month-end close). The conflicting row stays locked by the UPDATE
     # until the issuing transaction ends, as with SELECT ... FOR UPDATE, so the number is
     # gapless. PostgreSQL and SQLite (3.35+) accept the same statement.
-    table = connection.ops.quote_name(InvoiceSequence._meta.db_table)
+    quote = connection.ops.quote_name
+    table, year_col, last_col = (
+        quote(InvoiceSequence._meta.db_table),
+        quote("year"),
+        quote("last_number"),
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (year, last_number) VALUES (%s, 1) "
-            f"ON CONFLICT (year) DO UPDATE SET last_number = {table}.last_number + 1 "
-            f"RETURNING last_number",
+            f"INSERT INTO {table} ({year_col}, {last_col}) VALUES (%s, 1) "
+            f"ON CONFLICT ({year_col}) DO UPDATE SET {last_col} = {table}.{last_col} + 1 "
+            f"RETURNING {last_col}",
             [year],
         )
         (number,) = cursor.fetchone()
@@ -237,9 +242,10 @@ def _orgs_with_uninvoiced_overage(orgs: list[Organization], periods: dict[int, s
     Why: most orgs have no overage in a month, and closing each one costs a transaction and
     several statements. The query covers the union of all the orgs' period windows (they
     differ by time zone), so it returns a superset: each org it names is still closed by
-    ``close_period``, which decides exactly under the balance lock. An org it leaves out had
-    no uninvoiced overage in its window when the close started, which is when the close of
-    that org would have looked at it anyway (a later overage is billed by a later close)."""
+    ``close_period``, which decides exactly under the balance lock, so nothing is billed
+    twice. An org it leaves out had no uninvoiced overage in its window when the run began;
+    one arriving during the run is billed by the next close, like one arriving just after
+    the org's turn would have been."""
     if not orgs:
         return set()
     bounds = [period_bounds(periods[org.pk], org.timezone) for org in orgs]

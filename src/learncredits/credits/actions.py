@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -50,7 +49,7 @@ from learncredits.domain.lifecycle import Action, Outcome, decide
 from learncredits.domain.lots import draw_fifo
 from learncredits.domain.periods import period_of
 from learncredits.notify import alerts
-from learncredits.notify.events import emit, emit_many
+from learncredits.notify.events import emit, emit_in, emit_many
 from learncredits.tenancy.models import Employee, Organization
 
 MAX_BULK_ASSIGN = 10_000
@@ -94,18 +93,25 @@ def _entry(
     )
 
 
-def _write_balance(locked: LockedBalance, org: Organization) -> None:
+def _write_balance(
+    locked: LockedBalance, org: Organization, batch: sql.Batch | None = None
+) -> None:
     """Write the balance row (last, to hold its lock no longer than needed) and, when the
-    change crosses the at-risk line, open or resolve the alert in the same transaction."""
-    if not locked.entries:
-        return
-    counters = Counters(locked.credits, locked.assigned)
-    at_risk = is_at_risk(counters, org.alert_threshold)
-    with connection.cursor() as cursor:
-        cursor.execute(
+    change crosses the at-risk line, open or resolve the alert in the same transaction.
+
+    ``batch`` holds writes not sent yet (a start's): the balance update joins them, so all
+    go in one round trip on PostgreSQL."""
+    batch = batch or sql.Batch()
+    if locked.entries:
+        counters = Counters(locked.credits, locked.assigned)
+        at_risk = is_at_risk(counters, org.alert_threshold)
+        batch.add(
             _stmts(connection.vendor)["balance_update"],
             [locked.credits, locked.assigned, at_risk, locked.org_id],
         )
+    batch.run()
+    if not locked.entries:
+        return
     if at_risk != locked.at_risk:
         alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
         locked.at_risk = at_risk
@@ -195,6 +201,13 @@ def _stmts(vendor: str) -> dict[str, str]:
             f"FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS t(a, after, n) "
             f"ORDER BY t.n"
         ),
+        # A lot draw of the ledger entry just inserted in the same batch (the sequence's
+        # current value is this session's own).
+        "draw_insert_pg": (
+            f"INSERT INTO {q(LotDraw._meta.db_table)} (org_id, entry_id, lot_id, quantity) "
+            f"VALUES (%s, currval(pg_get_serial_sequence("
+            f"'{LedgerEntry._meta.db_table}', 'id')), %s, %s)"
+        ),
         "assignment_start": (
             f"UPDATE {assignments} SET status = %s, started_at = %s, charged_credits = %s, "
             f"overage_credits = %s WHERE id = %s AND org_id = %s AND status = %s"
@@ -203,12 +216,16 @@ def _stmts(vendor: str) -> dict[str, str]:
 
 
 def _draw_lots(
-    org_id: int, quantity: int, first: list[tuple[int, int]] | None = None
+    org_id: int,
+    quantity: int,
+    first: list[tuple[int, int]] | None = None,
+    batch: sql.Batch | None = None,
 ) -> list[tuple[int, int]]:
     """Take ``quantity`` credits from the org's lots, oldest first; returns (lot, quantity).
 
     ``first`` is the org's oldest open lots if the caller already read them (a start reads
-    them with its assignment); when they hold too little, all open lots are read."""
+    them with its assignment); when they hold too little, all open lots are read. With a
+    ``batch``, the lot updates join it instead of running now."""
     if quantity <= 0:
         return []
     statements = _stmts(connection.vendor)
@@ -221,7 +238,10 @@ def _draw_lots(
             first = [(int(i), int(r)) for i, r in cursor.fetchall()]
         draws = draw_fifo(first, quantity)
         for draw in draws:
-            cursor.execute(statements["lot_draw"], [draw.quantity, draw.lot_id])
+            if batch is not None:
+                batch.add(statements["lot_draw"], [draw.quantity, draw.lot_id])
+            else:
+                cursor.execute(statements["lot_draw"], [draw.quantity, draw.lot_id])
     return [(d.lot_id, d.quantity) for d in draws]
 
 
@@ -230,15 +250,6 @@ def _record_draws(org_id: int, entry_id: int, draws: Iterable[tuple[int, int]]) 
     sql.insert_no_return(
         LotDraw, _DRAW_COLUMNS, [(org_id, entry_id, lot_id, qty) for lot_id, qty in draws]
     )
-
-
-def _insert_entry(locked: LockedBalance, **values: Any) -> int:
-    """Append one ledger entry (advancing the locked counters) with a prebuilt INSERT;
-    returns its id. ``values`` are the keyword arguments of ``_entry``."""
-    entry = _entry(locked, **values)
-    row = sql.adapt(LedgerEntry, _LEDGER_COLUMNS, [getattr(entry, c) for c in _LEDGER_COLUMNS])
-    (pk,) = sql.insert(LedgerEntry, _LEDGER_COLUMNS, [row])
-    return pk
 
 
 def _get_assignment(org_id: int, assignment_id: int) -> Assignment:
@@ -489,50 +500,68 @@ def _consume(
     actor: str,
     now: datetime,
     lots: list[tuple[int, int]] | None = None,
+    batch: sql.Batch | None = None,
 ) -> None:
     """Charge a started assignment: from the balance first, the rest as overage at retail.
 
     ``lots`` is the org's oldest open lots when the caller read them under the lock already.
-    Every statement is prebuilt (see credits/sql.py): this runs while the balance is locked."""
+    Every statement is prebuilt (see credits/sql.py): this runs while the balance is locked.
+    With a ``batch``, the writes may be left in it for the caller to send (with the balance
+    update); they are sent here when an overage alert must follow them."""
     cost = assignment.credit_cost
     split = split_start(cost, locked.credits)
     assignment.status = Assignment.Status.STARTED
     assignment.started_at = now
     assignment.charged_credits = split.from_balance
     assignment.overage_credits = split.overage
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _stmts(connection.vendor)["assignment_start"],
-            [
-                Assignment.Status.STARTED.value,
-                sql.adapt(Assignment, ("started_at",), (now,))[0],
-                split.from_balance,
-                split.overage,
-                assignment.pk,
-                locked.org_id,
-                Assignment.Status.ASSIGNED.value,
-            ],
-        )
-        updated = cursor.rowcount
-    if updated != 1:  # pragma: no cover - impossible while the balance lock is held
-        raise InvalidState("assignment changed concurrently")
-    emit(org.pk, "assignment.started", _event_data(assignment))
-    if cost == 0:
-        return
-    retail = current_price_book().retail_unit_price_cents if split.overage else None
-    draws = _draw_lots(locked.org_id, split.from_balance, lots)
-    entry_id = _insert_entry(
-        locked,
-        entry_type=LedgerEntry.Type.CONSUME,
-        actor=actor,
-        credits_delta=-split.from_balance,
-        assigned_delta=-cost,
-        overage=split.overage,
-        retail_unit_price_cents=retail,
-        assignment_id=assignment.pk,
-        now=now,
+    statements = _stmts(connection.vendor)
+    # The writes below go to PostgreSQL in one round trip (see sql.Batch); the reads they
+    # need (price book, lots) run first. Ids of the rows are not read back, except the
+    # ledger entry's on SQLite, where the lot draws name it.
+    own_batch = batch is None
+    batch = batch or sql.Batch()
+    batch.add(
+        statements["assignment_start"],
+        [
+            Assignment.Status.STARTED.value,
+            sql.adapt(Assignment, ("started_at",), (now,))[0],
+            split.from_balance,
+            split.overage,
+            assignment.pk,
+            locked.org_id,
+            Assignment.Status.ASSIGNED.value,
+        ],
+        expect_rows=1,
     )
-    _record_draws(locked.org_id, entry_id, draws)
+    emit_in(batch, org.pk, "assignment.started", _event_data(assignment))
+    retail = None
+    if cost:
+        retail = current_price_book().retail_unit_price_cents if split.overage else None
+        draws = _draw_lots(locked.org_id, split.from_balance, lots, batch)
+        entry = _entry(
+            locked,
+            LedgerEntry.Type.CONSUME,
+            actor=actor,
+            credits_delta=-split.from_balance,
+            assigned_delta=-cost,
+            overage=split.overage,
+            retail_unit_price_cents=retail,
+            assignment_id=assignment.pk,
+            now=now,
+        )
+        row = sql.adapt(LedgerEntry, _LEDGER_COLUMNS, [getattr(entry, c) for c in _LEDGER_COLUMNS])
+        if connection.vendor == "postgresql":
+            batch.add(
+                sql.insert_sql(connection.vendor, LedgerEntry, _LEDGER_COLUMNS, 1, False), row
+            )
+            for lot_id, qty in draws:
+                batch.add(statements["draw_insert_pg"], [locked.org_id, lot_id, qty])
+        else:
+            batch.run()
+            (entry_id,) = sql.insert(LedgerEntry, _LEDGER_COLUMNS, [row])
+            _record_draws(locked.org_id, entry_id, draws)
+    if own_batch or split.overage:
+        batch.run()
     if split.overage:
         alerts.overage_incurred(
             org.pk,
@@ -589,8 +618,9 @@ def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> As
         assignment, lots = _read_for_start(org.pk, assignment_id)
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
-        _consume(locked, org, assignment, actor=actor, now=timezone.now(), lots=lots)
-        _write_balance(locked, org)
+        batch = sql.Batch()
+        _consume(locked, org, assignment, actor=actor, now=timezone.now(), lots=lots, batch=batch)
+        _write_balance(locked, org, batch)
     return assignment
 
 

@@ -22,6 +22,8 @@ from django.db.models import Field, Model
 from django.db.models.base import ModelState
 from django.utils.dateparse import parse_datetime
 
+from learncredits.domain.errors import InvalidState
+
 M = TypeVar("M", bound=Model)
 
 
@@ -132,3 +134,49 @@ def aware(value: Any) -> datetime | None:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+class Batch:
+    """Write statements sent to PostgreSQL in one round trip, or run one by one elsewhere.
+
+    Why: a start runs several writes in a row while it holds the org's balance lock, and on
+    a loaded machine each round trip to the server costs more than the statement itself.
+    With psycopg's client-side binding (Django's default), the statements are rendered with
+    their values (``mogrify``, the same quoting the cursor uses) and sent as one query; the
+    row count of each is read back in order. SQLite's driver runs one statement per call,
+    so there they simply run in order, with the same row counts. Nothing may read between
+    two statements of a batch, and no statement may return rows.
+    """
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Sequence[Any]]] = []
+        self.expected: dict[int, int] = {}
+
+    def add(self, statement: str, params: Sequence[Any], *, expect_rows: int | None = None) -> None:
+        """Queue a statement; with ``expect_rows``, ``run`` raises InvalidState unless it
+        changes exactly that many rows (the transaction then rolls back)."""
+        if expect_rows is not None:
+            self.expected[len(self.statements)] = expect_rows
+        self.statements.append((statement, params))
+
+    def run(self) -> list[int]:
+        """Run every statement in order; returns their row counts."""
+        counts: list[int] = []
+        if not self.statements:
+            return counts
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            if connection.vendor == "postgresql" and hasattr(raw, "mogrify"):
+                cursor.execute("; ".join(raw.mogrify(s, p) for s, p in self.statements))
+                counts.append(raw.rowcount)
+                while raw.nextset():
+                    counts.append(raw.rowcount)
+            else:
+                for statement, params in self.statements:
+                    cursor.execute(statement, params)
+                    counts.append(cursor.rowcount)
+        expected, self.statements, self.expected = self.expected, [], {}
+        for index, rows in expected.items():
+            if counts[index] != rows:  # pragma: no cover - the balance lock prevents it
+                raise InvalidState("a row changed concurrently")
+        return counts

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from learncredits.credits import sql
@@ -31,20 +33,35 @@ INTERNAL_EVENT_TYPES = (
 _EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
 
 
+def _row(org_id: int, event_type: str, data: dict[str, Any]) -> tuple[datetime, list[Any]]:
+    assert event_type in WEBHOOK_EVENT_TYPES or event_type in INTERNAL_EVENT_TYPES, event_type
+    now = timezone.now()
+    return now, sql.adapt(Event, _EVENT_COLUMNS, (org_id, event_type, data, now, None))
+
+
 def emit(org_id: int, event_type: str, data: dict[str, Any]) -> Event:
     """Record that ``event_type`` happened; call inside the transaction that made it happen."""
-    assert event_type in WEBHOOK_EVENT_TYPES or event_type in INTERNAL_EVENT_TYPES, event_type
     # One prebuilt INSERT instead of Model.save(): every start writes an event while it holds
     # the org's balance lock, and the ORM's save path was a good part of that time.
-    now = timezone.now()
-    values = (org_id, event_type, data, now, None)
-    (pk,) = sql.insert(Event, _EVENT_COLUMNS, [sql.adapt(Event, _EVENT_COLUMNS, values)])
-    event = Event(
-        id=pk, org_id=org_id, type=event_type, data=data, created_at=now, dispatched_at=None
+    now, row = _row(org_id, event_type, data)
+    (pk,) = sql.insert(Event, _EVENT_COLUMNS, [row])
+    return sql.loaded(
+        Event,
+        {
+            "id": pk,
+            "org_id": org_id,
+            "type": event_type,
+            "data": data,
+            "created_at": now,
+            "dispatched_at": None,
+        },
     )
-    event._state.adding = False
-    event._state.db = "default"
-    return event
+
+
+def emit_in(batch: sql.Batch, org_id: int, event_type: str, data: dict[str, Any]) -> None:
+    """``emit`` as one statement of a batch of writes (the row's id is not needed)."""
+    _, row = _row(org_id, event_type, data)
+    batch.add(sql.insert_sql(connection.vendor, Event, _EVENT_COLUMNS, 1, False), row)
 
 
 def emit_many(org_id: int, event_type: str, items: list[dict[str, Any]]) -> None:
