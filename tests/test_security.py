@@ -342,7 +342,15 @@ def production_env(tmp_path: Path) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
+        # DJANGO_ALLOW_ASYNC_UNSAFE: set for the browser tests in this process; never in
+        # production, and check --deploy rightly refuses it.
+        if key
+        not in {
+            "DATABASE_URL",
+            "LEARNCREDITS_TEST_DB",
+            "DJANGO_SETTINGS_MODULE",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        }
         and not key.startswith(("LEARNCREDITS_", "AXES_"))
     }
     env.update(
