@@ -37,7 +37,14 @@ from common import (
     service_env,
 )
 
-BENCHMARKS = ["hot_path", "bulk_assign", "month_end", "verify_ledger", "balance_read"]
+BENCHMARKS = [
+    "hot_path",
+    "bulk_assign",
+    "month_end",
+    "verify_ledger",
+    "balance_read",
+    "dashboard_pages",
+]
 BUDGET_SECONDS = 15 * 60
 
 

@@ -287,6 +287,9 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
         raw = request.GET.get(field, "")
         if raw.isdigit():
             assignments = assignments.filter(**{f"{field}_id": int(raw)})
+    email = request.GET.get("employee_email", "").strip().lower()
+    if email:
+        assignments = assignments.filter(employee__email=email)
     page = Paginator(assignments.order_by("-pk"), 50).get_page(request.GET.get("page"))
     return render(
         request,
@@ -296,13 +299,27 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
             "status": status,
             "statuses": Assignment.Status.values,
             "catalog": Content.objects.order_by("title"),
-            "employees": Employee.objects.filter(org=org).order_by("name")[:1000],
-            "active_employees": Employee.objects.filter(org=org, active=True).order_by("name")[
-                :1000
-            ],
+            # The employee filter is a drop-down for small orgs, a typed email for large ones.
+            "employees": list(
+                Employee.objects.filter(org=org).order_by("name")[: REASSIGN_SELECT_MAX + 1]
+            ),
+            **_reassign_choices(org),
             "filters": request.GET,
         },
     )
+
+
+REASSIGN_SELECT_MAX = 100
+
+
+def _reassign_choices(org: Organization) -> dict[str, Any]:
+    """A drop-down per row for small orgs; for large ones one shared list of emails to type
+    from (a drop-down of thousands of names in each of 50 rows made the page megabytes)."""
+    active = Employee.objects.filter(org=org, active=True).order_by("name")
+    if active.count() <= REASSIGN_SELECT_MAX:
+        return {"active_employees": list(active), "active_emails": None}
+    emails = list(active.values_list("email", flat=True)[:5000])
+    return {"active_employees": None, "active_emails": emails}
 
 
 @org_admin
@@ -314,7 +331,14 @@ def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> Ht
             actions.cancel_assignment(org, assignment_id, actor=_actor(request))
             messages.success(request, "Assignment cancelled; its credit is free again.")
         elif verb == "reassign":
-            employee_id = _int(request.POST.get("employee"), "employee", low=1, high=2**62)
+            email = request.POST.get("employee_email", "").strip().lower()
+            if email:
+                found = Employee.objects.filter(org=org, email=email).first()
+                if found is None:
+                    raise ValidationFailed(f"no employee with the email {email}")
+                employee_id = found.pk
+            else:
+                employee_id = _int(request.POST.get("employee"), "employee", low=1, high=2**62)
             actions.reassign_assignment(
                 org, assignment_id, employee_id=employee_id, actor=_actor(request)
             )
