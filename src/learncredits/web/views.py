@@ -510,7 +510,13 @@ def billing(request: HttpRequest) -> HttpResponse:
     entry_type = request.GET.get("type", "")
     if entry_type in LedgerEntry.Type.values:
         entries = entries.filter(type=entry_type)
-    ledger = Paginator(entries.order_by("-pk"), 25).get_page(request.GET.get("page"))
+    # Keyset pages ("older than entry N"): no COUNT(*) over the whole ledger on every view.
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        entries = entries.filter(pk__lt=int(before))
+    ledger = list(entries.order_by("-pk")[:26])
+    older = ledger[24].pk if len(ledger) > 25 else None
+    ledger = ledger[:25]
     return render(
         request,
         "web/billing.html",
@@ -518,6 +524,8 @@ def billing(request: HttpRequest) -> HttpResponse:
             "usage": usage,
             "chart": _chart(usage),
             "ledger": ledger,
+            "ledger_older": older,
+            "ledger_paged": before.isdigit(),
             "entry_type": entry_type,
             "entry_types": LedgerEntry.Type.values,
             "purchases": Purchase.objects.filter(org=org)
