@@ -1212,3 +1212,23 @@ def test_the_interactive_docs_answer(anonymous):
 
     assert response.status_code == 200
     assert b"openapi.json" in response.content
+
+
+def test_a_refused_bulk_assign_names_the_employees_by_their_public_ids(org, make_org, make_content):
+    course = make_content(1, "Named refusals")
+    present = org.employee("Present")
+    leaver = org.employee("Leaver")
+    ok(org.api.post(org.path(f"/employees/{leaver}/deactivate")))
+    stranger = make_org("Other").employee("Stranger")
+
+    unknown = org.api.post(
+        org.path("/assignments"), {"content_id": course, "employee_ids": [present, stranger]}
+    )
+    assert (unknown.status, unknown.code) == (404, "not_found")
+    assert unknown.body["missing_employee_ids"] == [stranger]
+
+    inactive = org.api.post(
+        org.path("/assignments"), {"content_id": course, "employee_ids": [present, leaver]}
+    )
+    assert (inactive.status, inactive.code) == (409, "employee_inactive")
+    assert inactive.body["inactive_employee_ids"] == [leaver]

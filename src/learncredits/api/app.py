@@ -354,22 +354,9 @@ def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> Sta
     org = org_for(request, org_id)
     content_pk = decode_or_404("content", body.content_id, "content")
     employee_pks = _decode_all("employee", body.employee_ids, "employee")
-    try:
-        result = actions.assign_bulk(
-            org, content_id=content_pk, employee_ids=employee_pks, actor=caller(request).label
-        )
-    except NotFound as exc:
-        missing = exc.extra.get("missing_employee_ids")
-        if isinstance(missing, list):
-            exc.extra["missing_employee_ids"] = [
-                ids.encode("employee", pk) if isinstance(pk, int) else pk for pk in missing
-            ]
-        raise
-    except DomainError as exc:
-        inactive = exc.extra.get("inactive_employee_ids")
-        if isinstance(inactive, list):
-            exc.extra["inactive_employee_ids"] = [ids.encode("employee", pk) for pk in inactive]
-        raise
+    result = actions.assign_bulk(
+        org, content_id=content_pk, employee_ids=employee_pks, actor=caller(request).label
+    )
     return Status(
         201,
         {

@@ -429,11 +429,15 @@ def assign_bulk(
             found = {int(pk): bool(active) for pk, active in cursor.fetchall()}
         missing = [pk for pk in unique_ids if pk not in found]
         if missing:
-            raise NotFound(f"{len(missing)} employee(s) not found", missing_employee_ids=missing)
+            raise NotFound(
+                f"{len(missing)} employee(s) not found",
+                missing_employee_ids=[ids.encode("employee", pk) for pk in missing],
+            )
         inactive = [pk for pk in unique_ids if not found[pk]]
         if inactive:
             raise EmployeeInactive(
-                f"{len(inactive)} employee(s) inactive", inactive_employee_ids=inactive
+                f"{len(inactive)} employee(s) inactive",
+                inactive_employee_ids=[ids.encode("employee", pk) for pk in inactive],
             )
         with connection.cursor() as cursor:
             where, params = sql.in_ids("employee_id", unique_ids)
