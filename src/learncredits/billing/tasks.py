@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models.signals import pre_save
 from django_tasks import task
+from django_tasks_db.backend import DatabaseBackend
+from django_tasks_db.compat import normalize_json, task_enqueued
 
 from learncredits.billing import auto_top_up
 from learncredits.billing.collection import collect_invoice, retry_due_collections
@@ -15,10 +21,58 @@ def collect_invoice_task(invoice_id: int) -> str:
     return collect_invoice(invoice_id)
 
 
-def enqueue_collection(invoice: Invoice) -> None:
-    """After a monthly invoice is committed, charge it in the background."""
-    if invoice.kind == Invoice.Kind.MONTHLY:
-        collect_invoice_task.enqueue(invoice.pk)
+class _EnqueueCollection:
+    """After a monthly invoice is committed, charge it in the background.
+
+    ``enqueue_collection(invoice)`` enqueues one; ``enqueue_collection.many(invoices)`` a
+    committed batch of a month-end close (``invoicing.close_all`` uses it when the hook it
+    is given has it): one INSERT for the batch instead of one ORM save per invoice, which
+    was about a third of the close's time. The rows are the ones the database backend's
+    own ``enqueue`` writes (the test suite compares them field by field), and the
+    ``task_enqueued`` signal is sent for each, as ``enqueue`` does. With any other backend
+    each invoice is simply enqueued.
+    """
+
+    __name__ = "enqueue_collection"
+
+    def __call__(self, invoice: Invoice) -> None:
+        if invoice.kind == Invoice.Kind.MONTHLY:
+            collect_invoice_task.enqueue(invoice.pk)
+
+    def many(self, invoices: Iterable[Invoice]) -> None:
+        from django_tasks_db.models import DBTaskResult
+
+        ids = [invoice.pk for invoice in invoices if invoice.kind == Invoice.Kind.MONTHLY]
+        backend = collect_invoice_task.get_backend()
+        if not ids:
+            return
+        if not isinstance(backend, DatabaseBackend):
+            for invoice_id in ids:
+                collect_invoice_task.enqueue(invoice_id)
+            return
+        backend.validate_task(collect_invoice_task)
+        rows = [
+            DBTaskResult(
+                id=backend._get_id(),
+                args_kwargs=normalize_json({"args": (invoice_id,), "kwargs": {}}),
+                priority=collect_invoice_task.priority,
+                task_path=collect_invoice_task.module_path,
+                queue_name=collect_invoice_task.queue_name,
+                run_after=collect_invoice_task.run_after,
+                backend_name=backend.alias,
+            )
+            for invoice_id in ids
+        ]
+        for row in rows:  # bulk_create sends no pre_save; the backend fills run_after in one
+            pre_save.send(
+                DBTaskResult, instance=row, raw=False, using=DEFAULT_DB_ALIAS, update_fields=None
+            )
+        DBTaskResult.objects.bulk_create(rows)
+        for row in rows:
+            task_enqueued.send(type(backend), task_result=row.task_result)
+
+
+enqueue_collection = _EnqueueCollection()
 
 
 @task()
