@@ -9,13 +9,18 @@ Exactly once, by construction:
   of one org run one after the other and the second finds nothing left to bill;
 - invoice numbers come from a per-year counter row locked and advanced in the same
   transaction as the invoice, so a rolled-back invoice leaves no gap.
+
+A month-end close issues several orgs' invoices per transaction (``ORGS_PER_TRANSACTION``),
+each org's exactly as its own close would, under its own balance lock; see ``_close_batch``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -31,22 +36,28 @@ from learncredits.billing.models import (
     InvoiceSequence,
     PeriodClose,
 )
+from learncredits.catalog.models import Content
+from learncredits.credits import sql
 from learncredits.credits.locking import lock_balance
-from learncredits.credits.models import LedgerEntry, Purchase
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import period_bounds, period_of, previous_period
 from learncredits.notify.events import emit
-from learncredits.notify.models import Alert
-from learncredits.tenancy.models import Organization
+from learncredits.notify.models import Alert, Event
+from learncredits.tenancy.models import Employee, Organization
+
+T = TypeVar("T")
 
 
-def next_invoice_number(issued_at: datetime) -> str:
-    """The next gapless number of the year; call inside the issuing transaction."""
+def _reserve_numbers(issued_at: datetime, count: int) -> tuple[int, int]:
+    """Advance the year's counter by ``count``: returns (year, last number reserved); the
+    numbers ``last - count + 1 .. last`` are the caller's. Call inside the issuing
+    transaction."""
     year = issued_at.astimezone(UTC).year
-    # One upsert instead of insert-if-missing, lock, read and update (three round trips, on
-    # every invoice of a month-end close). The conflicting row stays locked by the UPDATE
-    # until the issuing transaction ends, as with SELECT ... FOR UPDATE, so the number is
-    # gapless. PostgreSQL and SQLite (3.35+) accept the same statement.
+    # One upsert instead of insert-if-missing, lock, read and update (three round trips).
+    # The conflicting row stays locked by the UPDATE until the issuing transaction ends, as
+    # with SELECT ... FOR UPDATE, so the numbers are gapless. PostgreSQL and SQLite (3.35+)
+    # accept the same statement.
     quote = connection.ops.quote_name
     table, year_col, last_col = (
         quote(InvoiceSequence._meta.db_table),
@@ -55,12 +66,19 @@ def next_invoice_number(issued_at: datetime) -> str:
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({year_col}, {last_col}) VALUES (%s, 1) "
-            f"ON CONFLICT ({year_col}) DO UPDATE SET {last_col} = {table}.{last_col} + 1 "
+            f"INSERT INTO {table} ({year_col}, {last_col}) VALUES (%s, %s) "
+            f"ON CONFLICT ({year_col}) DO UPDATE SET "
+            f"{last_col} = {table}.{last_col} + excluded.{last_col} "
             f"RETURNING {last_col}",
-            [year],
+            [year, count],
         )
-        (number,) = cursor.fetchone()
+        (last,) = cursor.fetchone()
+    return year, int(last)
+
+
+def next_invoice_number(issued_at: datetime) -> str:
+    """The next gapless number of the year; call inside the issuing transaction."""
+    year, number = _reserve_numbers(issued_at, 1)
     return f"INV-{year}-{number:06d}"
 
 
@@ -128,36 +146,337 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
     return invoice
 
 
+def _issued_data(invoice: Invoice) -> dict[str, Any]:
+    """The ``invoice.issued`` event's data."""
+    return {
+        "id": ids.encode("invoice", invoice.pk),
+        "number": invoice.number,
+        "kind": invoice.kind,
+        "period": invoice.period,
+        "total_cents": invoice.total_cents,
+        "currency": invoice.currency,
+        "due_at": invoice.due_at.isoformat(),
+    }
+
+
 def _issued(invoice: Invoice) -> None:
     """Tell the org (email and webhook) in the issuing transaction, through the outbox."""
-    emit(
-        invoice.org_id,
-        "invoice.issued",
-        {
-            "id": ids.encode("invoice", invoice.pk),
-            "number": invoice.number,
-            "kind": invoice.kind,
-            "period": invoice.period,
-            "total_cents": invoice.total_cents,
-            "currency": invoice.currency,
-            "due_at": invoice.due_at.isoformat(),
-        },
-    )
+    emit(invoice.org_id, "invoice.issued", _issued_data(invoice))
 
 
 # --- monthly overage invoices ----------------------------------------------------------------
 
+# How many orgs one transaction of a month-end close issues. Each org's close is its own
+# unit of work, but a transaction per org cost a commit (and a flush of the WAL) and about
+# ten round trips each; a batch shares them. The batch holds the balance locks of its orgs
+# until it commits, so a start of one of them waits for the rest of the batch (a few tens of
+# milliseconds at this size); the size bounds that wait.
+ORGS_PER_TRANSACTION = 50
 
-def _overage_line_text(entry: LedgerEntry, tz_name: str) -> str:
-    assignment = entry.assignment
-    if assignment is None:  # pragma: no cover - overage entries always belong to an assignment
-        return f"Overage of {entry.overage_credits} credits"
-    started = entry.created_at.astimezone(ZoneInfo(tz_name)).date().isoformat()
+_LINE_COLUMNS = (
+    "org_id",
+    "invoice_id",
+    "position",
+    "description",
+    "quantity",
+    "unit_price_cents",
+    "amount_cents",
+    "assignment_id",
+    "ledger_entry_id",
+)
+_INVOICE_COLUMNS = (
+    "org_id",
+    "number",
+    "kind",
+    "period",
+    "currency",
+    "total_cents",
+    "buyer_name",
+    "buyer_email",
+    "purchase_id",
+    "issued_at",
+    "due_at",
+)
+_EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
+
+
+@dataclass(frozen=True)
+class _Overage:
+    """An uninvoiced overage entry, with what its line says."""
+
+    entry_id: int
+    org_id: int
+    created_at: datetime
+    credits: int
+    unit_price_cents: int
+    assignment_id: int | None
+    credit_cost: int | None
+    title: str | None
+    employee: str | None
+
+
+def _q(name: str) -> str:
+    return sql.quote(name)
+
+
+@cache
+def _overages_sql(vendor: str, org_filter: str) -> str:
+    """Every uninvoiced overage entry of some orgs in a time window, with its assignment's
+    content title and employee name: one prebuilt statement for a whole batch of orgs."""
+    entry, assignment = LedgerEntry._meta, Assignment._meta
+    content, employee = Content._meta, Employee._meta
+    line = InvoiceLine._meta
     return (
-        f"Overage: {assignment.content.title} for {assignment.employee.name} "
-        f"(started {started}, {assignment.credit_cost} credits, "
-        f"{entry.overage_credits} not covered by the balance)"
+        f"SELECT e.{_q('id')}, e.{_q('org_id')}, e.{_q('created_at')}, e.{_q('overage_credits')}, "
+        f"e.{_q('retail_unit_price_cents')}, e.{_q('assignment_id')}, a.{_q('credit_cost')}, "
+        f"c.{_q('title')}, m.{_q('name')} "
+        f"FROM {_q(entry.db_table)} e "
+        f"LEFT JOIN {_q(assignment.db_table)} a ON a.{_q('id')} = e.{_q('assignment_id')} "
+        f"LEFT JOIN {_q(content.db_table)} c ON c.{_q('id')} = a.{_q('content_id')} "
+        f"LEFT JOIN {_q(employee.db_table)} m ON m.{_q('id')} = a.{_q('employee_id')} "
+        f"WHERE {org_filter} AND e.{_q('overage_credits')} > 0 "
+        f"AND e.{_q('created_at')} >= %s AND e.{_q('created_at')} < %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {_q(line.db_table)} l "
+        f"WHERE l.{_q('ledger_entry_id')} = e.{_q('id')}) "
+        f"ORDER BY e.{_q('id')}"
     )
+
+
+def _uninvoiced_overages(closes: list[_OrgClose]) -> dict[int, list[_Overage]]:
+    """Each org's uninvoiced overage entries of its own period, in id order (one query)."""
+    created = LedgerEntry._meta.get_field("created_at")
+    org_filter, params = sql.in_ids(f"e.{_q('org_id')}", [c.org.pk for c in closes])
+    window = (min(c.start for c in closes), max(c.end for c in closes))
+    params += [created.get_db_prep_value(moment, connection) for moment in window]
+    bounds = {c.org.pk: (c.start, c.end) for c in closes}
+    found: dict[int, list[_Overage]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_overages_sql(connection.vendor, org_filter), params)
+        for row in cursor.fetchall():
+            entry_id, org_id, created_at, credits, price, assignment_id, cost, title, name = row
+            created_at = sql.aware(created_at)
+            assert created_at is not None
+            start, end = bounds[org_id]
+            if start <= created_at < end:  # the query's window is the union of the orgs'
+                found.setdefault(org_id, []).append(
+                    _Overage(
+                        entry_id,
+                        org_id,
+                        created_at,
+                        int(credits),
+                        int(price or 0),
+                        assignment_id,
+                        cost,
+                        title,
+                        name,
+                    )
+                )
+    return found
+
+
+def _overage_line_text(overage: _Overage, tz: ZoneInfo) -> str:
+    if overage.assignment_id is None:  # pragma: no cover - overages belong to an assignment
+        return f"Overage of {overage.credits} credits"
+    started = overage.created_at.astimezone(tz).date().isoformat()
+    return (
+        f"Overage: {overage.title} for {overage.employee} "
+        f"(started {started}, {overage.credit_cost} credits, "
+        f"{overage.credits} not covered by the balance)"
+    )
+
+
+@dataclass(frozen=True)
+class _OrgClose:
+    """One org's close of one period: the period's bounds in the org's time zone."""
+
+    org: Organization
+    period: str
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, org: Organization, period: str) -> _OrgClose:
+        start, end = period_bounds(period, org.timezone)
+        return cls(org, period, start, end)
+
+
+def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, Invoice]:
+    """Issue the monthly invoices of ``closes`` (distinct orgs) in the current transaction.
+
+    Takes each org's balance lock, in org id order (every batch takes them in the same
+    order, so two batches cannot deadlock; a start takes one only), and only then decides
+    what to bill. The invoice numbers are reserved last, once every balance lock is held,
+    so a batch holding the counter row waits for no one. With ``record_close`` (the
+    worker's automatic close), an org whose ``PeriodClose`` row for the period exists is
+    skipped, and the others get theirs. Returns the issued invoices by org id.
+    """
+    closes = sorted(closes, key=lambda c: c.org.pk)
+    for close in closes:
+        lock_balance(close.org.pk)
+    if record_close:
+        done = set(
+            PeriodClose.objects.filter(
+                org_id__in=[c.org.pk for c in closes], period__in={c.period for c in closes}
+            ).values_list("org_id", "period")
+        )
+        closes = [c for c in closes if (c.org.pk, c.period) not in done]
+    if not closes:
+        return {}
+    overages = _uninvoiced_overages(closes)
+    billed = [c for c in closes if c.org.pk in overages]
+    invoices: dict[int, Invoice] = {}
+    if billed:
+        now = timezone.now()
+        due = now + timedelta(days=settings.LEARNCREDITS_INVOICE_DUE_DAYS)
+        year, last = _reserve_numbers(now, len(billed))
+        currency = Invoice._meta.get_field("currency").get_default()
+        values = [
+            {
+                "org_id": c.org.pk,
+                "number": f"INV-{year}-{last - len(billed) + n:06d}",
+                "kind": Invoice.Kind.MONTHLY.value,
+                "period": c.period,
+                "currency": currency,
+                "total_cents": sum(o.credits * o.unit_price_cents for o in overages[c.org.pk]),
+                "buyer_name": c.org.name,
+                "buyer_email": c.org.billing_email,
+                "purchase_id": None,
+                "issued_at": now,
+                "due_at": due,
+            }
+            for n, c in enumerate(billed, start=1)
+        ]
+        pks = sql.insert(
+            Invoice,
+            _INVOICE_COLUMNS,
+            [
+                sql.adapt(Invoice, _INVOICE_COLUMNS, [v[k] for k in _INVOICE_COLUMNS])
+                for v in values
+            ],
+        )
+        for close, pk, value in zip(billed, pks, values, strict=True):
+            invoice = sql.loaded(Invoice, {"id": pk, **value})
+            Invoice.org.field.set_cached_value(invoice, close.org)
+            invoices[close.org.pk] = invoice
+        _insert_lines(billed, overages, invoices)
+        for period in {c.period for c in billed}:
+            Alert.objects.filter(
+                org_id__in=[c.org.pk for c in billed if c.period == period],
+                kind=Alert.Kind.OVERAGE,
+                period=period,
+                active=True,
+            ).update(active=False, resolved_at=now)
+        events = [
+            sql.adapt(
+                Event, _EVENT_COLUMNS, (i.org_id, "invoice.issued", _issued_data(i), now, None)
+            )
+            for i in invoices.values()
+        ]
+        for chunk in _chunks(events, sql.batch_rows(len(_EVENT_COLUMNS))):
+            sql.insert_no_return(Event, _EVENT_COLUMNS, chunk)
+    if record_close:
+        PeriodClose.objects.bulk_create(
+            [
+                PeriodClose(org=c.org, period=c.period, invoices_issued=int(c.org.pk in invoices))
+                for c in closes
+            ]
+        )
+    return invoices
+
+
+def _insert_lines(
+    billed: list[_OrgClose], overages: dict[int, list[_Overage]], invoices: dict[int, Invoice]
+) -> None:
+    """One line per overage entry, in entry id order, in as few INSERTs as the database's
+    parameter limit allows (a whole batch of orgs in one on PostgreSQL)."""
+    rows: list[tuple[object, ...]] = []
+    for close in billed:
+        tz = ZoneInfo(close.org.timezone)
+        invoice_id = invoices[close.org.pk].pk
+        for position, overage in enumerate(overages[close.org.pk], start=1):
+            rows.append(
+                (
+                    close.org.pk,
+                    invoice_id,
+                    position,
+                    _overage_line_text(overage, tz)[:500],
+                    overage.credits,
+                    overage.unit_price_cents,
+                    overage.credits * overage.unit_price_cents,
+                    overage.assignment_id,
+                    overage.entry_id,
+                )
+            )
+    if connection.vendor == "postgresql":
+        # One array a column: a VALUES list of thousands of placeholders is parsed in Python
+        # by psycopg's client-side binding on every call (its cache skips long statements),
+        # which cost more than the INSERT itself. Django's bulk_create does the same.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _unnest_lines_sql(connection.vendor), [list(c) for c in zip(*rows, strict=True)]
+            )
+        return
+    for chunk in _chunks(rows, sql.batch_rows(len(_LINE_COLUMNS))):
+        sql.insert_no_return(InvoiceLine, _LINE_COLUMNS, chunk)
+
+
+@cache
+def _unnest_lines_sql(vendor: str) -> str:
+    fields = [InvoiceLine._meta.get_field(name) for name in _LINE_COLUMNS]
+    columns = ", ".join(_q(str(f.column)) for f in fields)  # type: ignore[union-attr]
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    return (
+        f"INSERT INTO {_q(InvoiceLine._meta.db_table)} ({columns}) SELECT * FROM unnest({arrays})"
+    )
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+def _after_commit(on_issue: Callable[[Invoice], None], invoices: list[Invoice]) -> None:
+    """Hand a committed batch's invoices to ``on_issue`` (enqueueing each one's collection)
+    in one transaction: one commit for the batch instead of one per invoice, and one call
+    for the batch when the hook offers ``many(invoices)`` (``tasks.enqueue_collection``
+    does). An invoice whose collection was not enqueued (a crash right after the close) is
+    collected by the billing tick's retry, which picks up every unpaid invoice without an
+    attempt."""
+    many = getattr(on_issue, "many", None)
+    with transaction.atomic():
+        if many is not None:
+            many(invoices)
+        else:
+            for invoice in invoices:
+                on_issue(invoice)
+
+
+def _close_batch(
+    closes: list[_OrgClose],
+    *,
+    on_issue: Callable[[Invoice], None] | None,
+    record_close: bool = False,
+) -> dict[int, Invoice]:
+    """Close a batch of orgs in one transaction. If it fails, the batch is rolled back
+    (nothing billed, no number used) and closed again one org per transaction: the orgs
+    before the failing one are closed as they would have been alone, and the failure is
+    raised from that org's own close, as when every org had its own transaction."""
+    try:
+        with transaction.atomic():
+            invoices = _issue_monthly(closes, record_close=record_close)
+    except Exception:
+        if len(closes) == 1:
+            raise
+        invoices = {}
+        for close in sorted(closes, key=lambda c: c.org.pk):
+            invoices.update(_close_batch([close], on_issue=on_issue, record_close=record_close))
+        return invoices
+    if on_issue is not None and invoices:
+        # Outside the try: a failing hook must not look like a failed batch (the batch is
+        # committed). Runs now, or when the caller's own transaction commits.
+        issued = list(invoices.values())
+        transaction.on_commit(lambda: _after_commit(on_issue, issued))
+    return invoices
 
 
 def close_period(
@@ -171,57 +490,7 @@ def close_period(
     Returns the new invoice, or None when there was nothing to bill. Safe to run any number
     of times, concurrently, early (for the month in progress) and late.
     """
-    start, end = period_bounds(period, org.timezone)
-    with transaction.atomic():
-        lock_balance(org.pk)
-        entries = list(
-            LedgerEntry.objects.filter(
-                org_id=org.pk,
-                overage_credits__gt=0,
-                created_at__gte=start,
-                created_at__lt=end,
-                invoice_line__isnull=True,
-            )
-            .select_related("assignment__content", "assignment__employee")
-            .order_by("pk")
-        )
-        if not entries:
-            return None
-        now = timezone.now()
-        lines = [
-            InvoiceLine(
-                org_id=org.pk,
-                position=position,
-                description=_overage_line_text(entry, org.timezone)[:500],
-                quantity=entry.overage_credits,
-                unit_price_cents=entry.retail_unit_price_cents or 0,
-                amount_cents=entry.overage_credits * (entry.retail_unit_price_cents or 0),
-                assignment_id=entry.assignment_id,
-                ledger_entry_id=entry.pk,
-            )
-            for position, entry in enumerate(entries, start=1)
-        ]
-        invoice = Invoice.objects.create(
-            org=org,
-            number=next_invoice_number(now),
-            kind=Invoice.Kind.MONTHLY,
-            period=period,
-            total_cents=sum(line.amount_cents for line in lines),
-            buyer_name=org.name,
-            buyer_email=org.billing_email,
-            issued_at=now,
-            due_at=now + timedelta(days=settings.LEARNCREDITS_INVOICE_DUE_DAYS),
-        )
-        for line in lines:
-            line.invoice = invoice
-        InvoiceLine.objects.bulk_create(lines, batch_size=1000)
-        Alert.objects.filter(
-            org_id=org.pk, kind=Alert.Kind.OVERAGE, period=period, active=True
-        ).update(active=False, resolved_at=now)
-        _issued(invoice)
-        if on_issue is not None:
-            transaction.on_commit(lambda: on_issue(invoice))
-    return invoice
+    return _close_batch([_OrgClose.of(org, period)], on_issue=on_issue).get(org.pk)
 
 
 @dataclass(frozen=True)
@@ -239,13 +508,13 @@ def last_complete_period(org: Organization, now: datetime | None = None) -> str:
 def _orgs_with_uninvoiced_overage(orgs: list[Organization], periods: dict[int, str]) -> set[int]:
     """The orgs that may have something to bill, in one query up front.
 
-    Why: most orgs have no overage in a month, and closing each one costs a transaction and
-    several statements. The query covers the union of all the orgs' period windows (they
-    differ by time zone), so it returns a superset: each org it names is still closed by
-    ``close_period``, which decides exactly under the balance lock, so nothing is billed
-    twice. An org it leaves out had no uninvoiced overage in its window when the run began;
-    one arriving during the run is billed by the next close, like one arriving just after
-    the org's turn would have been."""
+    Why: most orgs have no overage in a month, and closing each one costs its balance lock
+    and a share of a transaction. The query covers the union of all the orgs' period
+    windows (they differ by time zone), so it returns a superset: each org it names is
+    still closed, and what it bills is decided exactly under the balance lock, so nothing is
+    billed twice. An org it leaves out had no uninvoiced overage in its window when the run
+    began; one arriving during the run is billed by the next close, like one arriving just
+    after the org's turn would have been."""
     if not orgs:
         return set()
     bounds = [period_bounds(periods[org.pk], org.timezone) for org in orgs]
@@ -270,21 +539,40 @@ def close_all(
     on_issue: Callable[[Invoice], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CloseSummary:
-    """Close ``period`` for every org (default: each org's last complete month)."""
+    """Close ``period`` for every org (default: each org's last complete month).
+
+    The orgs with something to bill are closed ``ORGS_PER_TRANSACTION`` at a time, each
+    batch in one transaction (see ``_close_batch`` for what happens when one org fails).
+    """
     queryset = list(orgs) if orgs is not None else list(Organization.objects.order_by("pk"))
     periods = {org.pk: period or last_complete_period(org) for org in queryset}
     billable = _orgs_with_uninvoiced_overage(queryset, periods)
     issued = 0
     total = 0
-    for index, org in enumerate(queryset, start=1):
-        invoice = None
-        if org.pk in billable:
-            invoice = close_period(org, periods[org.pk], on_issue=on_issue)
-        if invoice is not None:
-            issued += 1
-            total += invoice.total_cents
+    batch: dict[int, _OrgClose] = {}
+    waiting: list[int] = []  # progress indexes reported once their batch has committed
+
+    def flush() -> None:
+        nonlocal issued, total
+        if batch:
+            invoices = _close_batch(list(batch.values()), on_issue=on_issue)
+            issued += len(invoices)
+            total += sum(invoice.total_cents for invoice in invoices.values())
+            batch.clear()
         if progress is not None:
-            progress(index, len(queryset))
+            for index in waiting:
+                progress(index, len(queryset))
+        waiting.clear()
+
+    for index, org in enumerate(queryset, start=1):
+        if org.pk in billable:
+            if org.pk in batch:  # the same org twice: its second close comes after the first
+                flush()
+            batch[org.pk] = _OrgClose.of(org, periods[org.pk])
+        waiting.append(index)
+        if len(batch) >= ORGS_PER_TRANSACTION or not batch:
+            flush()
+    flush()
     return CloseSummary(
         period=period, orgs=len(queryset), invoices_issued=issued, total_cents=total
     )
@@ -296,19 +584,20 @@ def auto_close_due(
     """Close each org's previous month once, shortly after it ends in the org's time zone.
 
     Run periodically by the worker. The ``PeriodClose`` row (unique per org and period)
-    makes the automatic close happen once; closing itself is idempotent anyway.
+    makes the automatic close happen once; closing itself is idempotent anyway. The orgs
+    still to close are found in one query, and closed in batches like ``close_all``; each
+    batch checks the ``PeriodClose`` rows again under the balance locks.
     """
     now = now or timezone.now()
+    orgs = list(Organization.objects.order_by("pk"))
+    periods = {org.pk: last_complete_period(org, now) for org in orgs}
+    done = set(
+        PeriodClose.objects.filter(period__in=set(periods.values())).values_list("org_id", "period")
+    )
+    due = [
+        _OrgClose.of(org, periods[org.pk]) for org in orgs if (org.pk, periods[org.pk]) not in done
+    ]
     issued = 0
-    for org in Organization.objects.order_by("pk"):
-        period = last_complete_period(org, now)
-        if PeriodClose.objects.filter(org=org, period=period).exists():
-            continue
-        with transaction.atomic():
-            lock_balance(org.pk)
-            if PeriodClose.objects.filter(org=org, period=period).exists():
-                continue
-            invoice = close_period(org, period, on_issue=on_issue)
-            PeriodClose.objects.create(org=org, period=period, invoices_issued=int(bool(invoice)))
-        issued += int(invoice is not None)
+    for batch in _chunks(due, ORGS_PER_TRANSACTION):
+        issued += len(_close_batch(batch, on_issue=on_issue, record_close=True))
     return issued
