@@ -63,6 +63,8 @@ PAGE_ADMIN = "dashboard-org-admin"  # an org admin's pages (session auth)
 PAGE_LEARNER = "dashboard-learner"  # a learner's own page
 ADMIN = "admin"  # the operator console: staff only
 ADMIN_PUBLIC = "admin-public"  # the console's sign-in and sign-out
+PROBE = "health-probe"  # liveness and readiness for the load balancer: no auth, no org data
+PROBES = {"healthz", "readyz"}
 
 API_ROUTES: dict[str, str] = {
     # operator-only
@@ -174,6 +176,8 @@ class Route:
             return PAGES.get(self.route)
         if self.namespace == "admin":
             return ADMIN_PUBLIC if self.name in ADMIN_PUBLIC_NAMES else ADMIN
+        if self.namespace == "" and self.route in PROBES:
+            return PROBE
         return None
 
 
@@ -231,6 +235,7 @@ def test_every_route_is_classified():
     assert unclassified == [], "classify these routes in tests/test_isolation.py"
     served = {r.key for r in API}
     stale = sorted(set(API_ROUTES) - served) + sorted(set(PAGES) - {r.route for r in WEB})
+    stale += sorted(PROBES - {r.route for r in ROUTES if r.category == PROBE})
     assert stale == [], "these classified routes no longer exist"
 
 
@@ -749,6 +754,17 @@ def test_api_documents_tell_nothing_about_orgs(world, route):
     before = checksums()
     response = Client(raise_request_exception=False).get("/" + route.route)
     assert response.status_code < 500
+    assert changed(before, checksums()) == []
+    text = response.content.decode(errors="replace")
+    for marker in world.markers:
+        assert marker not in text
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.category == PROBE], ids=str)
+def test_health_probes_tell_nothing_about_orgs(world, route):
+    before = checksums()
+    response = Client(raise_request_exception=False).get("/" + route.route)
+    assert response.status_code == 200
     assert changed(before, checksums()) == []
     text = response.content.decode(errors="replace")
     for marker in world.markers:

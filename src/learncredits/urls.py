@@ -4,8 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from learncredits.api.app import api
+from learncredits.ops.health import healthz, readyz
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
     path("", include("learncredits.web.urls")),
