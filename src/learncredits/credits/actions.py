@@ -26,7 +26,7 @@ from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_pr
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import sql
-from learncredits.credits.locking import LockedBalance, lock_balance
+from learncredits.credits.locking import LockedBalance, lock_balance, lock_statement, locked_from
 from learncredits.credits.models import (
     Assignment,
     Balance,
@@ -579,47 +579,55 @@ def _consume(
         )
 
 
-def _read_for_start(org_id: int, assignment_id: int) -> tuple[Assignment, list[tuple[int, int]]]:
-    """Under the balance lock: the assignment and the org's oldest open lots, one round trip.
+def _lock_and_read_for_start(
+    org_id: int, assignment_id: int
+) -> tuple[LockedBalance, Assignment, list[tuple[int, int]]]:
+    """The balance lock, then the assignment and the org's oldest open lots: one round trip.
 
-    Only after the lock: joined into the locking statement, PostgreSQL would return these
-    rows as of that statement's snapshot, taken before it waited for the lock (READ
-    COMMITTED re-reads only the locked row), so a start could see a status or a lot's
-    remaining that a concurrent action had already changed."""
-    with connection.cursor() as cursor:
-        cursor.execute(_stmts(connection.vendor)["start_read"], [org_id, org_id, assignment_id])
-        rows = cursor.fetchall()
+    The read is its own statement after the lock (sent with it, run after it): joined into
+    the locking statement, PostgreSQL would return these rows as of that statement's
+    snapshot, taken before it waited for the lock (READ COMMITTED re-reads only the locked
+    row), so a start could see a status or a lot's remaining that a concurrent action had
+    already changed. A second statement takes a new snapshot once the lock is held."""
+    batch = sql.Batch()
+    lock_at = batch.add(*lock_statement(org_id), fetch=True)
+    read_at = batch.add(
+        _stmts(connection.vendor)["start_read"], [org_id, org_id, assignment_id], fetch=True
+    )
+    batch.run()
+    locked = locked_from(org_id, batch.rows(lock_at))
+    rows = batch.rows(read_at)
     if not rows:
         raise NotFound("assignment not found")
     a = rows[0]
     created_at = sql.aware(a[7])
     assert created_at is not None  # NOT NULL
-    assignment = Assignment(
-        id=a[0],
-        org_id=org_id,
-        employee_id=a[1],
-        content_id=a[2],
-        status=a[3],
-        credit_cost=a[4],
-        charged_credits=a[5],
-        overage_credits=a[6],
-        created_at=created_at,
-        started_at=sql.aware(a[8]),
-        completed_at=sql.aware(a[9]),
-        cancelled_at=sql.aware(a[10]),
+    assignment = sql.loaded(
+        Assignment,
+        {
+            "id": a[0],
+            "org_id": org_id,
+            "employee_id": a[1],
+            "content_id": a[2],
+            "status": a[3],
+            "credit_cost": a[4],
+            "charged_credits": a[5],
+            "overage_credits": a[6],
+            "created_at": created_at,
+            "started_at": sql.aware(a[8]),
+            "completed_at": sql.aware(a[9]),
+            "cancelled_at": sql.aware(a[10]),
+        },
     )
-    assignment._state.adding = False
-    assignment._state.db = connection.alias
     n = len(_ASSIGNMENT_READ)
     lots = [(int(r[n]), int(r[n + 1])) for r in rows if r[n] is not None]
-    return assignment, lots
+    return locked, assignment, lots
 
 
 def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
     """Start: deduct the cost from credits and assigned. Starting twice charges once."""
     with transaction.atomic():
-        locked = lock_balance(org.pk)
-        assignment, lots = _read_for_start(org.pk, assignment_id)
+        locked, assignment, lots = _lock_and_read_for_start(org.pk, assignment_id)
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
         batch = sql.Batch()

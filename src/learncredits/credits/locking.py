@@ -13,6 +13,7 @@ from functools import cache
 from django.db import connection
 from django.db.transaction import TransactionManagementError
 
+from learncredits.credits import sql
 from learncredits.credits.models import Balance
 from learncredits.credits.sql import quote
 
@@ -39,6 +40,28 @@ def _lock_sql(vendor: str, for_update: bool) -> str:
     return sql + " FOR UPDATE" if for_update else sql
 
 
+def lock_statement(org_id: int) -> tuple[str, list[int]]:
+    """The statement that locks the org's balance row and reads it, for a caller that sends
+    it together with the reads that must follow it (``sql.Batch``); ``locked_from`` turns
+    its rows into the LockedBalance. ``lock_balance`` is the usual way."""
+    for_update = bool(connection.features.has_select_for_update)
+    if for_update and connection.get_autocommit():
+        # As the ORM's select_for_update(): a lock outside a transaction would be released
+        # at once, which is always a bug in the caller.
+        raise TransactionManagementError("lock_balance cannot be used outside a transaction")
+    return _lock_sql(connection.vendor, for_update), [org_id]
+
+
+def locked_from(org_id: int, rows: list[tuple[object, ...]]) -> LockedBalance:
+    """The LockedBalance from the rows of ``lock_statement``.
+
+    Raises ``Balance.DoesNotExist`` for an org without a balance row, as ``.get()`` did."""
+    if not rows:
+        raise Balance.DoesNotExist(f"no balance row for org {org_id}")
+    credits, assigned, at_risk = rows[0]
+    return LockedBalance(org_id, int(credits), int(assigned), bool(at_risk))  # type: ignore[call-overload]
+
+
 def lock_balance(org_id: int) -> LockedBalance:
     """Lock the org's balance row for the rest of the transaction and read it.
 
@@ -46,15 +69,5 @@ def lock_balance(org_id: int) -> LockedBalance:
     ORM's per-query overhead was a large share of the time the lock is held.
     Raises ``Balance.DoesNotExist`` for an org without a balance row, as ``.get()`` did.
     """
-    for_update = bool(connection.features.has_select_for_update)
-    if for_update and connection.get_autocommit():
-        # As the ORM's select_for_update(): a lock outside a transaction would be released
-        # at once, which is always a bug in the caller.
-        raise TransactionManagementError("lock_balance cannot be used outside a transaction")
-    sql = _lock_sql(connection.vendor, for_update)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [org_id])
-        row = cursor.fetchone()
-    if row is None:
-        raise Balance.DoesNotExist(f"no balance row for org {org_id}")
-    return LockedBalance(org_id, int(row[0]), int(row[1]), bool(row[2]))
+    _, rows = sql.run_one(*lock_statement(org_id))
+    return locked_from(org_id, rows)

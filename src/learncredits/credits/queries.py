@@ -40,13 +40,13 @@ def _balance_sql(vendor: str) -> str:
 def balance_view(org: Organization) -> BalanceView:
     """The org's balance and this period's overage, in one prebuilt query (the balance read
     is one of the most frequent requests; two ORM queries cost more in Python than in the
-    database). Raises ``Balance.DoesNotExist`` for an org without a balance row."""
+    database), prepared on PostgreSQL (``sql.run_one``).
+    Raises ``Balance.DoesNotExist`` for an org without a balance row."""
     period = period_of(timezone.now(), org.timezone)
     start, end = period_bounds(period, org.timezone)
     params = [*sql.adapt(LedgerEntry, ("created_at", "created_at"), (start, end)), org.pk]
-    with connection.cursor() as cursor:
-        cursor.execute(_balance_sql(connection.vendor), params)
-        row = cursor.fetchone()
+    _, rows = sql.run_one(_balance_sql(connection.vendor), params)
+    row = rows[0] if rows else None
     if row is None:
         raise Balance.DoesNotExist(f"no balance row for org {org.pk}")
     counters = Counters(credits=int(row[0]), assigned=int(row[1]))

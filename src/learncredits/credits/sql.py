@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Field, Model
 from django.db.models.base import ModelState
@@ -136,46 +137,95 @@ def aware(value: Any) -> datetime | None:
     return value
 
 
-class Batch:
-    """Write statements sent to PostgreSQL in one round trip, or run one by one elsewhere.
+def run_one(statement: str, params: Sequence[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+    """One prebuilt statement; returns its row count and rows (empty for a write).
 
-    Why: a start runs several writes in a row while it holds the org's balance lock, and on
-    a loaded machine each round trip to the server costs more than the statement itself.
-    With psycopg's client-side binding (Django's default), the statements are rendered with
-    their values (``mogrify``, the same quoting the cursor uses) and sent as one query; the
-    row count of each is read back in order. SQLite's driver runs one statement per call,
-    so there they simply run in order, with the same row counts. Nothing may read between
-    two statements of a batch, and no statement may return rows.
+    On PostgreSQL it runs on a server-binding cursor, so psycopg prepares it once it has
+    run a few times on the connection (see ``Batch``); elsewhere on Django's cursor."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            raw = psycopg.Cursor(cursor.cursor.connection)
+            with connection.wrap_database_errors:
+                raw.execute(statement, params)
+            rows = raw.fetchall() if raw.description is not None else []
+            return raw.rowcount, rows
+        cursor.execute(statement, params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        return cursor.rowcount, rows
+
+
+class Batch:
+    """Statements sent to PostgreSQL in one round trip, or run one by one elsewhere.
+
+    Why: a start runs several statements in a row while it holds the org's balance lock,
+    and on a loaded machine each round trip to the server costs more than the statement
+    itself. On PostgreSQL the statements go through psycopg's pipeline mode (all sent, then
+    one sync) on cursors with server-side binding, so psycopg prepares each statement after
+    it has run a few times on the connection and the server stops planning it again (the
+    planning of the start's statements was a third of its database time). Inside a
+    transaction the pipeline also carries the BEGIN, so a batch opening the transaction
+    costs no extra round trip. SQLite's driver runs one statement per call, so there they
+    simply run in order, with the same row counts and rows.
+
+    A statement added with ``fetch=True`` keeps its rows (``rows(index)`` after ``run``);
+    no statement may depend on rows read by an earlier one of the same batch.
     """
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, Sequence[Any]]] = []
         self.expected: dict[int, int] = {}
+        self.fetch: set[int] = set()
+        self.fetched: dict[int, list[tuple[Any, ...]]] = {}
 
-    def add(self, statement: str, params: Sequence[Any], *, expect_rows: int | None = None) -> None:
-        """Queue a statement; with ``expect_rows``, ``run`` raises InvalidState unless it
-        changes exactly that many rows (the transaction then rolls back)."""
+    def add(
+        self,
+        statement: str,
+        params: Sequence[Any],
+        *,
+        expect_rows: int | None = None,
+        fetch: bool = False,
+    ) -> int:
+        """Queue a statement; returns its index. With ``expect_rows``, ``run`` raises
+        InvalidState unless it changes exactly that many rows (the transaction then rolls
+        back); with ``fetch``, its rows are kept for ``rows``."""
+        index = len(self.statements)
         if expect_rows is not None:
-            self.expected[len(self.statements)] = expect_rows
+            self.expected[index] = expect_rows
+        if fetch:
+            self.fetch.add(index)
         self.statements.append((statement, params))
+        return index
+
+    def rows(self, index: int) -> list[tuple[Any, ...]]:
+        """The rows of a statement added with ``fetch=True``, after ``run``."""
+        return self.fetched[index]
 
     def run(self) -> list[int]:
         """Run every statement in order; returns their row counts."""
         counts: list[int] = []
+        self.fetched = {}
         if not self.statements:
             return counts
+        # Django's cursor first: it opens (or health-checks) the connection and maps
+        # driver errors to django.db's, as for every other query.
         with connection.cursor() as cursor:
-            raw = cursor.cursor
-            if connection.vendor == "postgresql" and hasattr(raw, "mogrify"):
-                cursor.execute("; ".join(raw.mogrify(s, p) for s, p in self.statements))
-                counts.append(raw.rowcount)
-                while raw.nextset():
-                    counts.append(raw.rowcount)
+            if connection.vendor == "postgresql":
+                conn = cursor.cursor.connection
+                cursors = []
+                with connection.wrap_database_errors, conn.pipeline():
+                    for statement, params in self.statements:
+                        raw = psycopg.Cursor(conn)
+                        raw.execute(statement, params)
+                        cursors.append(raw)
+                counts = [raw.rowcount for raw in cursors]
+                self.fetched = {i: cursors[i].fetchall() for i in self.fetch}
             else:
-                for statement, params in self.statements:
+                for index, (statement, params) in enumerate(self.statements):
                     cursor.execute(statement, params)
                     counts.append(cursor.rowcount)
-        expected, self.statements, self.expected = self.expected, [], {}
+                    if index in self.fetch:
+                        self.fetched[index] = cursor.fetchall()
+        expected, self.statements, self.expected, self.fetch = self.expected, [], {}, set()
         for index, rows in expected.items():
             if counts[index] != rows:  # pragma: no cover - the balance lock prevents it
                 raise InvalidState("a row changed concurrently")
