@@ -198,6 +198,28 @@ def main(argv: list[str] | None = None) -> int:
                     f"one org: each start holds the org's balance row about "
                     f"{1000 / result['ok_rps']:.2f} ms (pgbench: {1000 / pg_tps[1]:.2f} ms)"
                 )
+            # The framework floor: the same server answering a request that does no work
+            # (no database, no authentication) through the same middleware stack. No API
+            # endpoint can be faster than this on the machine.
+            path = write_requests([("GET", "/healthz", "-")] * 1000)
+            try:
+                floor = run_loadgen(
+                    server.port, path, connections=args.clients, duration=duration, cycle=True
+                )
+            finally:
+                path.unlink()
+            report.add(
+                Figure(
+                    BENCH,
+                    f"framework floor: GET /healthz, no work ({config})",
+                    floor["ok_rps"],
+                    "req/s",
+                    baseline=pg_tps[SPREAD_ORGS],
+                    baseline_label=f"pgbench orgs={SPREAD_ORGS}",
+                    note=run_note(floor),
+                    extra=floor,
+                )
+            )
 
         # --- 1, 2 and 4 web processes --------------------------------------------------------
         if not args.no_scaling:

@@ -290,6 +290,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         from pyinstrument import Profiler
     except ImportError:
         Profiler = None
+    if args.no_profiler:
+        Profiler = None
     profiler = Profiler(interval=0.0005) if Profiler else None
     if profiler:
         profiler.start()
@@ -336,6 +338,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--period", default="")
     p.add_argument("--output", required=True)
+    p.add_argument("--no-profiler", action="store_true")
     args = parser.parse_args()
     _setup()
     task = {

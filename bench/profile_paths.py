@@ -28,6 +28,9 @@ def main() -> int:
     parser.add_argument("what", choices=["start", "balance", "close", "bulk"])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--no-profiler", action="store_true", help="time the calls only (no profiler overhead)"
+    )
     args = parser.parse_args()
     period, start, end = previous_month()
     if args.what in ("start", "balance"):
@@ -48,7 +51,8 @@ def main() -> int:
             result = run_child(
                 "profile",
                 ["--what", args.what, "--generated", out.name, "--calls", str(args.calls),
-                 "--period", period, "--output", str(output)],
+                 "--period", period, "--output", str(output)]
+                + (["--no-profiler"] if args.no_profiler else []),
                 env,
             )  # fmt: skip
         finally:
