@@ -78,7 +78,7 @@ def layout() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--no-sqlite", action="store_true")

@@ -55,7 +55,9 @@ SPREAD_ORGS = 1000
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--workers", type=int, default=4, help="web processes (default 4)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="web processes (default 2: one per core)"
+    )
     parser.add_argument("--threads", type=int, default=4, help="threads per web process")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, help="seconds per HTTP run")
