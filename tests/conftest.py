@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.test import Client
+from django.db import connection, transaction
+from django.test import Client, override_settings
 
 OPERATOR_TOKEN = "test-operator-token"
 ON_POSTGRES = os.environ.get("LEARNCREDITS_TEST_DB") == "postgres"
@@ -165,6 +166,26 @@ def make_content(operator: Api) -> Callable[..., str]:
         return ok(operator.post("/content", body), 201)["id"]
 
     return make
+
+
+@contextmanager
+def module_world(django_db_blocker: Any) -> Iterator[None]:
+    """For a module-scoped fixture: objects built once for the whole module inside a
+    transaction that is rolled back at the end (each test then runs in its own savepoint),
+    with the operator token set and webhooks to private addresses allowed."""
+    with (
+        django_db_blocker.unblock(),
+        override_settings(
+            LEARNCREDITS_OPERATOR_TOKEN=OPERATOR_TOKEN, LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE=True
+        ),
+    ):
+        outer = transaction.atomic()
+        outer.__enter__()
+        try:
+            yield
+        finally:
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
 
 
 def table_snapshot() -> dict[str, list[tuple[Any, ...]]]:

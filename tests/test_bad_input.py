@@ -19,14 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
-from django.test import override_settings
+from django.db import connection
 from django.utils import timezone
 
 from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.tenancy.models import ApiKey, Employee
-from tests.conftest import OPERATOR_TOKEN, Api, Response, ok, table_snapshot
+from tests.conftest import OPERATOR_TOKEN, Api, Response, module_world, ok, table_snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -194,19 +193,8 @@ def _build_world() -> World:
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
-    with (
-        django_db_blocker.unblock(),
-        override_settings(
-            LEARNCREDITS_OPERATOR_TOKEN=OPERATOR_TOKEN, LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE=True
-        ),
-    ):
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            yield _build_world()
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
+    with module_world(django_db_blocker):
+        yield _build_world()
 
 
 AUDIT_TABLE = "audit_auditevent"  # compared on its own: a refusal may be audited

@@ -24,8 +24,6 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.cache import cache
-from django.db import transaction
-from django.test import override_settings
 from django.test.client import ClientHandler
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -36,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import OPERATOR_TOKEN, Api, ok
+from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok
 
 pytestmark = pytest.mark.django_db
 
@@ -183,19 +181,8 @@ def _build_world() -> World:
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
-    with (
-        django_db_blocker.unblock(),
-        override_settings(
-            LEARNCREDITS_OPERATOR_TOKEN=OPERATOR_TOKEN, LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE=True
-        ),
-    ):
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            yield _build_world()
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
+    with module_world(django_db_blocker):
+        yield _build_world()
 
 
 @pytest.fixture(autouse=True)

@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
-from django.test import Client, override_settings
+from django.db import connection
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from ninja.operation import PathView
 
@@ -41,7 +41,7 @@ from learncredits.audit.models import AuditEvent
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry
 from learncredits.tenancy.models import ApiKey
-from tests.conftest import OPERATOR_TOKEN, Api, Response, ok
+from tests.conftest import OPERATOR_TOKEN, Api, Response, module_world, ok
 
 pytestmark = pytest.mark.django_db
 
@@ -370,19 +370,8 @@ def _build_world() -> World:
 
 @pytest.fixture(scope="module")
 def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
-    with (
-        django_db_blocker.unblock(),
-        override_settings(
-            LEARNCREDITS_OPERATOR_TOKEN=OPERATOR_TOKEN, LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE=True
-        ),
-    ):
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            yield _build_world()
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
+    with module_world(django_db_blocker):
+        yield _build_world()
 
 
 # --- table checksums --------------------------------------------------------------------------
