@@ -162,6 +162,9 @@ def _database() -> dict[str, object]:
         if name and name != ":memory:":
             Path(name).parent.mkdir(parents=True, exist_ok=True)
     else:
+        if db["ENGINE"] == "django.db.backends.postgresql":
+            # The same backend, with a health check that costs no round trip.
+            db["ENGINE"] = "learncredits.db.postgresql"
         db.setdefault("CONN_MAX_AGE", 60)
         db["CONN_HEALTH_CHECKS"] = True
         # Server-side prepared statements for the statements the hot paths send on their
