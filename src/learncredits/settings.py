@@ -103,9 +103,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "learncredits.web.middleware.RejectNulFormsMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "learncredits.web.headers.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "learncredits.web.headers.CachedCSPMiddleware",
     "learncredits.api.middleware.IdempotencyMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
