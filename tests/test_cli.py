@@ -207,3 +207,18 @@ def test_the_console_script_lists_our_commands_and_verifies_a_fresh_database(tmp
     verified = run_script(["verify-ledger"], tmp_path, database)
     assert verified.returncode == 0, verified.stderr
     assert "1 orgs checked" in verified.stdout
+
+
+def test_serve_refuses_a_port_already_in_use() -> None:
+    """Each web process binds its own socket with SO_REUSEPORT, which would let a second
+    server share a port silently; serve checks first and says so instead."""
+    import socket
+
+    from django.core.management.base import CommandError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match="already in use"):
+            call_command("serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker")

@@ -8,14 +8,16 @@ the child. One command still starts everything; ``--no-worker`` leaves the worke
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from gunicorn.app.base import BaseApplication
 
 
@@ -63,6 +65,25 @@ class _WorkerSupervisor:
                 self.process.kill()
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port, tried without SO_REUSEPORT.
+
+    With ``reuse_port`` a second ``serve`` on a port already served would bind too and
+    quietly share its connections; a plain bind fails on a port that is taken, with or
+    without SO_REUSEPORT on the other socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn's own sockets: connections of a previous run in TIME_WAIT don't count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
 class Command(BaseCommand):
     help = "Serve the web app and API with gunicorn, and run the background worker."
 
@@ -75,6 +96,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, default=30)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not _port_is_free(options["host"], options["port"]):
+            raise CommandError(f"{options['host']}:{options['port']} is already in use")
         supervisor = None if options["no_worker"] else _WorkerSupervisor()
         if supervisor:
             supervisor.start()
@@ -97,6 +120,13 @@ class Command(BaseCommand):
                     "errorlog": "-",
                     "loglevel": "warning",
                     "limit_request_line": 8190,
+                    # Each web process listens on its own socket (SO_REUSEPORT), so the
+                    # kernel spreads new connections over them. On one shared socket the
+                    # first process to wake accepted them: 32 keep-alive clients all landed
+                    # on one process about one run in five, halving throughput with the
+                    # other process idle (docs/benchmarks.md). The price: a process that
+                    # exits drops the connections still queued on its own socket.
+                    "reuse_port": True,
                 }
             ).run()
         finally:
