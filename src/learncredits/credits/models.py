@@ -107,7 +107,11 @@ class Assignment(models.Model):
         COMPLETED = "completed"
         CANCELLED = "cancelled"
 
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="assignments")
+    # Indexed by the composite indexes below, which start with it (a plain one more would
+    # only cost every insert and every start's update).
+    org = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="assignments", db_index=False
+    )
     content = models.ForeignKey(Content, on_delete=models.PROTECT)
     employee = models.ForeignKey(Employee, on_delete=models.PROTECT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ASSIGNED)
@@ -165,7 +169,10 @@ class LedgerEntry(models.Model):
         CONSUME = "consume"
         REASSIGN = "reassign"
 
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="ledger")
+    # Indexed by ledger_org_id and ledger_org_created, which start with it.
+    org = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="ledger", db_index=False
+    )
     type = models.CharField(max_length=16, choices=Type.choices)
     credits_delta = models.BigIntegerField(default=0)
     assigned_delta = models.BigIntegerField(default=0)
@@ -177,11 +184,24 @@ class LedgerEntry(models.Model):
     assignment = models.ForeignKey(
         Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger"
     )
+    # Set on purchase and grant entries only: indexed where set (ledger_purchase,
+    # ledger_lot), so the consumes, reserves and releases that make up most of the ledger
+    # add no entry to these indexes.
     purchase = models.ForeignKey(
-        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger"
+        Purchase,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="ledger",
+        db_index=False,
     )
     lot = models.ForeignKey(
-        CreditLot, null=True, blank=True, on_delete=models.PROTECT, related_name="created_by"
+        CreditLot,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="created_by",
+        db_index=False,
     )
     actor = models.CharField(max_length=200)
     reason = models.TextField(blank=True, default="")
@@ -192,6 +212,10 @@ class LedgerEntry(models.Model):
         indexes = [
             models.Index(fields=["org", "-id"], name="ledger_org_id"),
             models.Index(fields=["org", "created_at"], name="ledger_org_created"),
+            models.Index(
+                fields=["purchase"], name="ledger_purchase", condition=Q(purchase__isnull=False)
+            ),
+            models.Index(fields=["lot"], name="ledger_lot", condition=Q(lot__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(
