@@ -78,8 +78,9 @@ def layout() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    # as hot_path.py: the sweeps' choice for the 2-core machine
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--no-sqlite", action="store_true")
     args = parser.parse_args(argv)

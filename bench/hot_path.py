@@ -55,10 +55,9 @@ SPREAD_ORGS = 1000
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__ or "")
-    parser.add_argument(
-        "--workers", type=int, default=2, help="web processes (default 2: one per core)"
-    )
-    parser.add_argument("--threads", type=int, default=4, help="threads per web process")
+    # 4 single-threaded processes on 2 cores: first in the sweeps (docs/benchmarks.md).
+    parser.add_argument("--workers", type=int, default=4, help="web processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per web process")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, help="seconds per HTTP run")
     parser.add_argument("--no-hordak", action="store_true", help="skip the django-hordak peer")
