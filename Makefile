@@ -14,10 +14,19 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
 
-run: $(STAMP) ## install, migrate, create the demo org on first run, and serve on SQLite
-	$(BIN)/learncredits migrate --verbosity 0
-	$(BIN)/learncredits demo --host $(HOST) --port $(PORT)
-	$(BIN)/learncredits serve --host $(HOST) --port $(PORT)
+# The service refuses to start without a SECRET_KEY; `make run` makes one for this checkout
+# on first run and hands it over as a file (settings read SECRET_KEY_FILE).
+KEY_FILE := $(CURDIR)/var/secret-key
+RUN_ENV := SECRET_KEY_FILE=$(KEY_FILE)
+
+$(KEY_FILE):
+	@mkdir -p $(dir $@)
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(64))' > $@
+
+run: $(STAMP) $(KEY_FILE) ## install, migrate, create the demo org on first run, and serve on SQLite
+	$(RUN_ENV) $(BIN)/learncredits migrate --verbosity 0
+	$(RUN_ENV) $(BIN)/learncredits demo --host $(HOST) --port $(PORT)
+	$(RUN_ENV) $(BIN)/learncredits serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) ## install and run the whole test suite on SQLite, then on PostgreSQL
 	$(BIN)/python scripts/run_tests.py

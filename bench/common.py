@@ -247,6 +247,8 @@ def service_env(database: str, **extra: str) -> dict[str, str]:
             "DATABASE_URL": database,
             "DJANGO_SETTINGS_MODULE": "learncredits.settings",
             "DEBUG": "false",
+            # The service refuses to start without a key; a benchmark's data is thrown away.
+            "SECRET_KEY": env.get("SECRET_KEY") or "bench-only-" + os.urandom(16).hex(),
             "LOG_LEVEL": "ERROR",
             "EMAIL_URL": "dummymail://",
             "LEARNCREDITS_OPERATOR_TOKEN": "bench-operator-token",

@@ -1295,6 +1295,8 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--no-profile", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "learncredits.settings")
+    # The service refuses to start without a key; a benchmark's data is thrown away.
+    os.environ.setdefault("SECRET_KEY", "bench-only-" + os.urandom(16).hex())
     import django
 
     django.setup()

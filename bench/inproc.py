@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _setup() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "learncredits.settings")
+    # The service refuses to start without a key; a benchmark's data is thrown away.
+    os.environ.setdefault("SECRET_KEY", "bench-only-" + os.urandom(16).hex())
     import django
 
     django.setup()

@@ -15,8 +15,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "learncredits.settings")
     if len(args) > 1 and not args[1].startswith("-"):
         args[1] = args[1].replace("-", "_")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 (loads the settings, which check the environment)
+    except ImproperlyConfigured as exc:
+        # A configuration mistake is the operator's to fix: say which, without a traceback.
+        sys.exit(f"learncredits: {exc}")
     execute_from_command_line(args)
 
 

@@ -12,14 +12,31 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONCE
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent
 VAR_DIR = Path.cwd() / "var"
 
-env = environ.Env()
+# FileAwareEnv: any setting may come from a file named by NAME_FILE (SECRET_KEY_FILE=...),
+# which is how `make run` hands over its generated key and how container secrets arrive.
+env = environ.FileAwareEnv()
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-key-set-SECRET_KEY-in-production")
+# SECRET_KEY signs sessions and tokens and keys the encryption of secrets at rest; a public
+# default would make all of that forgeable, so without one only DEBUG may start.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE, a file holding it) to "
+            "50 or more random characters, e.g. the output of "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(64))'`; "
+            "or set DEBUG=true for local development with an insecure built-in key."
+        )
+    SECRET_KEY = "insecure-dev-only-key-never-use-in-production"
+# Earlier keys, still accepted for signatures and for decrypting what they encrypted, so a
+# key can be rotated without signing everyone out or losing stored secrets.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 LEARNCREDITS_OPERATOR_TOKEN = env.str("LEARNCREDITS_OPERATOR_TOKEN", default="")
 
