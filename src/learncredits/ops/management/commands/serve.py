@@ -107,6 +107,11 @@ class Command(BaseCommand):
             f"{'' if supervisor else ', no background worker'})"
         )
         started = time.monotonic()
+        # gunicorn forks its web workers inside run(), and a worker leaves run() by raising
+        # SystemExit, so the finally below also runs in every exiting web worker. Only the
+        # process that started the supervisor may stop it: a recycled or killed web worker
+        # must not take the background worker down with it.
+        arbiter_pid = os.getpid()
         try:
             _Gunicorn(
                 {
@@ -130,6 +135,7 @@ class Command(BaseCommand):
                 }
             ).run()
         finally:
-            if supervisor:
-                supervisor.stop()
-            self.stdout.write(f"learncredits: stopped after {time.monotonic() - started:.0f}s")
+            if os.getpid() == arbiter_pid:
+                if supervisor:
+                    supervisor.stop()
+                self.stdout.write(f"learncredits: stopped after {time.monotonic() - started:.0f}s")

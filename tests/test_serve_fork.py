@@ -1,0 +1,179 @@
+"""``learncredits serve`` is fork-safe: a web worker's exit touches nothing but itself.
+
+gunicorn forks the web workers out of the process that also supervises the background
+worker. Cleanup written for that process once ran in every exiting web worker too, so a
+killed, timed-out or recycled web worker terminated the background worker. These tests
+start the real console script and watch the real process tree through /proc.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import console_script
+from tests.test_sqlite_concurrency import HOST, free_port
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def _children(pid: int) -> dict[int, list[str]]:
+    """Live (not zombie) children of ``pid`` with their command lines."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields follow the last ')'.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[int(entry.name)] = [part.decode() for part in cmdline if part]
+    return found
+
+
+@dataclass
+class Tree:
+    """The serve process and, among its children, the web workers and the background one."""
+
+    arbiter: int
+    web: set[int]
+    background: set[int]
+
+
+def _tree(arbiter: int) -> Tree:
+    web, background = set(), set()
+    for pid, cmdline in _children(arbiter).items():
+        if cmdline[-1:] == ["worker"] and "learncredits.cli" in cmdline:
+            background.add(pid)
+        else:
+            web.add(pid)
+    return Tree(arbiter, web, background)
+
+
+def _wait_for(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        LEARNCREDITS_OPERATOR_TOKEN=secrets.token_urlsafe(24),
+    )
+    migrated = subprocess.run(
+        [console_script(), "migrate", "--verbosity", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [console_script(), "serve", "--host", HOST, "--port", str(port), "--workers", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def answers() -> bool:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                conn = http.client.HTTPConnection(HOST, port, timeout=5)
+                conn.request("GET", "/healthz")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+
+        _wait_for("the server to answer", answers, 120)
+        _wait_for(
+            "two web workers and the background worker",
+            lambda: (lambda t: len(t.web) == 2 and len(t.background) == 1)(_tree(process.pid)),
+        )
+        yield Served(process, port, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+
+def test_killing_a_web_worker_leaves_the_background_worker_and_the_other_web_worker_alone(
+    served: Served,
+) -> None:
+    before = _tree(served.process.pid)
+    victim, survivor = sorted(before.web)
+    (background,) = before.background
+
+    os.kill(victim, signal.SIGTERM)
+    _wait_for(
+        "gunicorn to replace the web worker",
+        lambda: (lambda t: victim not in t.web and len(t.web) == 2)(_tree(served.process.pid)),
+    )
+    # The exiting worker has run all its cleanup by the time gunicorn replaced it. Watch a
+    # little longer than the supervisor's 2 s restart pause for a terminated background
+    # worker to be reaped or replaced.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        after = _tree(served.process.pid)
+        assert after.background == {background}, served.log.read_text()[-3000:]
+        time.sleep(0.2)
+
+    after = _tree(served.process.pid)
+    assert survivor in after.web, "the other web worker was restarted"
+    assert served.process.poll() is None
+    assert "background worker exited" not in served.log.read_text()
+
+    conn = http.client.HTTPConnection(HOST, served.port, timeout=5)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
+
+
+def test_stopping_serve_still_stops_the_background_worker(served: Served) -> None:
+    (background,) = _tree(served.process.pid).background
+    served.process.send_signal(signal.SIGTERM)
+    served.process.wait(60)
+    assert "stopped after" in served.log.read_text()
+    _wait_for("the background worker to exit", lambda: not _alive(background))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
