@@ -50,6 +50,7 @@ class Api:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         idem: str | None = None,
+        content_type: str = "application/json",
     ) -> Response:
         extra: dict[str, str] = {}
         if self.token is not None:
@@ -67,7 +68,7 @@ class Api:
             response = self.client.get(url, params or {}, **extra)
         else:
             response = getattr(self.client, method)(
-                url, data=data or b"", content_type="application/json", **extra
+                url, data=data or b"", content_type=content_type, **extra
             )
         content = b"".join(response.streaming_content) if response.streaming else response.content
         try:

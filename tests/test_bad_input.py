@@ -311,6 +311,7 @@ class Case:
     raw: bytes | None = None
     params: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
 
 # xAPI callers: HTTP Basic with (org id, key)
@@ -339,7 +340,9 @@ def send(world: World, case: Case) -> Response:
     params = world.fill(case.params) if case.params else None
     if case.method != "GET" and params:
         path += "?" + "&".join(f"{k}={v}" for k, v in params.items())
-    return api.request(case.method, path, raw=raw, params=params, headers=headers)
+    return api.request(
+        case.method, path, raw=raw, params=params, headers=headers, content_type=case.content_type
+    )
 
 
 def assert_problem(response: Response, status: int, code: str) -> None:
@@ -856,6 +859,21 @@ def body_cases() -> list[tuple[str, Case]]:
                 (f"malformed-{label}:{r.name}", r.case(who, 400, "validation_error", raw=raw))
             )
         cases.append((f"empty-body:{r.name}", r.case(who, 422, "validation_error", raw=b"")))
+        # JSON is read only as JSON in UTF-8: another media type or encoding is refused
+        # before anything parses it (Python's parser would take UTF-16 and ignore the type).
+        valid = to_json(r.body).encode()
+        cases.append(
+            (
+                f"text-plain:{r.name}",
+                r.case(who, 415, "unsupported_media_type", raw=valid, content_type="text/plain"),
+            )
+        )
+        cases.append(
+            (
+                f"utf-16:{r.name}",
+                r.case(who, 415, "unsupported_media_type", raw=valid.decode().encode("utf-16")),
+            )
+        )
         for label, raw in NOT_OBJECTS if all_variants else NOT_OBJECTS[1:2]:
             cases.append(
                 (f"body-is-{label}:{r.name}", r.case(who, 422, "validation_error", raw=raw))

@@ -114,6 +114,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "learncredits.audit.trail.AuditOriginMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "learncredits.api.bodies.RequestBodyMiddleware",
     "learncredits.api.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -20,6 +20,7 @@ ERRORS: dict[int, Any] = {
     404: s.Problem,
     409: s.Problem,
     413: s.Problem,
+    415: s.Problem,
     422: s.Problem,
 }
 
