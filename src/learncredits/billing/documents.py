@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
@@ -53,6 +54,16 @@ def invoice_html(invoice: Invoice, *, for_pdf: bool = False, csp_nonce: str = ""
     context["for_pdf"] = for_pdf
     context["csp_nonce"] = csp_nonce
     return render_to_string("billing/invoice.html", context)
+
+
+def invoice_page(request: HttpRequest, invoice: Invoice) -> HttpResponse:
+    """The invoice as a web page, for the dashboard and the API alike.
+
+    Its styles are inline (the PDF renderer needs them there), and the Content-Security-
+    Policy allows inline styles only with this request's nonce: without it the page
+    renders unstyled."""
+    nonce = str(getattr(request, "csp_nonce", ""))
+    return HttpResponse(invoice_html(invoice, csp_nonce=nonce))
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:

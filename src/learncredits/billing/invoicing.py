@@ -41,7 +41,7 @@ from learncredits.credits import sql
 from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.domain.money import format_cents
-from learncredits.domain.periods import period_bounds, period_of, previous_period
+from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
 from learncredits.notify.events import emit
 from learncredits.notify.models import Alert, Event
 from learncredits.tenancy.models import Employee, Organization
@@ -552,6 +552,8 @@ def close_all(
     The orgs with something to bill are closed ``ORGS_PER_TRANSACTION`` at a time, each
     batch in one transaction (see ``_close_batch`` for what happens when one org fails).
     """
+    if period is not None:
+        ensure_begun(period, timezone.now())
     queryset = list(orgs) if orgs is not None else list(Organization.objects.order_by("pk"))
     periods = {org.pk: period or last_complete_period(org) for org in queryset}
     billable = _orgs_with_uninvoiced_overage(queryset, periods)

@@ -8,6 +8,9 @@ from zoneinfo import ZoneInfo
 
 from learncredits.domain.errors import ValidationFailed
 
+# The time zone furthest ahead (UTC+14): a month has begun somewhere once it has begun here.
+EARLIEST_ZONE = "Pacific/Kiritimati"
+
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
 MIN_YEAR = 1970
 MAX_YEAR = 9998  # so that "the next period" always exists
@@ -42,3 +45,18 @@ def previous_period(period: str) -> str:
     assert match is not None
     year, month = int(match.group(1)), int(match.group(2))
     return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
+
+
+def ensure_begun(period: str, now: datetime) -> None:
+    """Refuse a month that has not begun in any time zone yet.
+
+    Closing the month in progress is allowed (it bills what is there so far), but a future
+    month can hold nothing, and closing it would "succeed" with no invoice: a typo such as
+    2062 for 2026 must be told, not silently accepted.
+    """
+    period_bounds(period, "UTC")  # validates the form
+    latest = period_of(now, EARLIEST_ZONE)
+    if period > latest:
+        raise ValidationFailed(
+            f"period {period} has not begun yet; the latest period that can be closed is {latest}"
+        )

@@ -15,7 +15,6 @@ from learncredits.billing.invoicing import close_all
 from learncredits.billing.tasks import enqueue_collection
 from learncredits.domain.errors import ValidationFailed
 from learncredits.domain.money import format_cents
-from learncredits.domain.periods import period_bounds
 
 
 class Command(BaseCommand):
@@ -26,11 +25,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = options["period"]
-        if period is not None:
-            try:
-                period_bounds(period, "UTC")
-            except ValidationFailed as exc:
-                raise CommandError(exc.detail) from None
         interactive = sys.stdout.isatty()
 
         def progress(done: int, total: int) -> None:
@@ -38,7 +32,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"\r  closing: {done}/{total} orgs", ending="")
                 self.stdout.flush()
 
-        summary = close_all(period, on_issue=enqueue_collection, progress=progress)
+        try:
+            summary = close_all(period, on_issue=enqueue_collection, progress=progress)
+        except ValidationFailed as exc:  # a malformed month, or one that has not begun
+            raise CommandError(exc.detail) from None
         if interactive:
             self.stdout.write("")
         label = period or "each org's last complete month"
