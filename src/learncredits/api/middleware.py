@@ -5,12 +5,18 @@ guards, in the same transaction as the request's effect, and the answer is store
 row before commit. Two requests with one key therefore cannot both take effect: the second
 waits on the unique index until the first commits, then replays its answer. A crash before
 commit leaves neither the effect nor the claim behind, so a retry simply runs again.
+
+The stored answer is encrypted (``learncredits.secrets_at_rest``): it may show a new API
+key or webhook secret, which must not sit in the database in clear. The request's
+fingerprint is an HMAC keyed from ``SECRET_KEY``, not a bare SHA-256, because a request body
+may carry a password and a fast unkeyed hash of it could be brute-forced from a dump.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,13 +26,17 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from learncredits.api.auth import principal_for
 from learncredits.api.models import IdempotencyRecord
 from learncredits.api.problems import PROBLEM_CONTENT_TYPE, problem, validation_problem
+from learncredits.secrets_at_rest import UndecryptableSecret, decrypt, encrypt
 
+logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1/"
 MAX_KEY_LENGTH = 255
+_FINGERPRINT_SALT = "learncredits.api.idempotency.request"
 
 
 def _too_large() -> HttpResponse:
@@ -131,6 +141,20 @@ def _scope(principal_scope: str, path: str) -> str:
     return principal_scope
 
 
+def _fingerprints(message: bytes) -> list[str]:
+    """The request's fingerprint under ``SECRET_KEY`` first, then under each fallback key, so a
+    replay still matches after ``SECRET_KEY`` is rotated into ``SECRET_KEY_FALLBACKS``."""
+    keys = (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    found = [
+        salted_hmac(_FINGERPRINT_SALT, message, secret=key, algorithm="sha256").hexdigest()
+        for key in keys
+    ]
+    # Records written before fingerprints were keyed hold the bare SHA-256; they expire
+    # within one idempotency TTL, after which this entry never matches anything.
+    found.append(hashlib.sha256(message).hexdigest())
+    return found
+
+
 class IdempotencyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -148,43 +172,63 @@ class IdempotencyMiddleware:
             body = request.body
         except RequestDataTooBig:
             return _too_large()
-        digest = hashlib.sha256(
+        fingerprints = _fingerprints(
             b"POST\n" + request.path.encode() + b"\n" + _canonical_body(body)
-        ).hexdigest()
-        return self._once(request, _scope(principal.scope, request.path), key, digest)
+        )
+        return self._once(request, _scope(principal.scope, request.path), key, fingerprints)
 
-    def _once(self, request: HttpRequest, scope: str, key: str, digest: str) -> HttpResponse:
+    def _once(
+        self, request: HttpRequest, scope: str, key: str, fingerprints: list[str]
+    ) -> HttpResponse:
         cutoff = timezone.now() - timedelta(seconds=settings.LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS)
         with transaction.atomic():
             IdempotencyRecord.objects.filter(scope=scope, key=key, created_at__lt=cutoff).delete()
             try:
                 with transaction.atomic():
                     record = IdempotencyRecord.objects.create(
-                        scope=scope, key=key, request_hash=digest
+                        scope=scope, key=key, request_hash=fingerprints[0]
                     )
             except IntegrityError:
-                return self._replay(scope, key, digest)
+                return self._replay(scope, key, fingerprints)
             response = self.get_response(request)
             if response.status_code >= 500 or response.streaming:
                 transaction.set_rollback(True)
                 return response
             record.status_code = response.status_code
             record.content_type = response.get("Content-Type", "application/json")
-            record.body = response.content
+            record.body = encrypt(response.content)
             record.save(update_fields=["status_code", "content_type", "body"])
             return response
 
-    def _replay(self, scope: str, key: str, digest: str) -> HttpResponse:
+    def _replay(self, scope: str, key: str, fingerprints: list[str]) -> HttpResponse:
         first = IdempotencyRecord.objects.get(scope=scope, key=key)
-        if first.request_hash != digest:
+        try:
+            body = decrypt(first.body)
+        except UndecryptableSecret:
+            # Checked before the fingerprint, which is keyed the same way and so would call
+            # this "another request". The first request took effect, but its answer was
+            # stored under a key this server no longer has: running it again would repeat
+            # the effect, so refuse, and tell the operator why.
+            logger.error(
+                "idempotency record %s cannot be decrypted; is the old SECRET_KEY missing "
+                "from SECRET_KEY_FALLBACKS?",
+                first.pk,
+            )
+            return problem(
+                422,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used, and its first answer can no longer "
+                "be replayed; check whether the first request took effect before retrying "
+                "with a new key",
+            )
+        if not any(constant_time_compare(first.request_hash, f) for f in fingerprints):
             return problem(
                 422,
                 "idempotency_key_reused",
                 "Idempotency key reused",
                 "this Idempotency-Key was already used with a different request",
             )
-        response = HttpResponse(
-            bytes(first.body), status=first.status_code, content_type=first.content_type
-        )
+        response = HttpResponse(body, status=first.status_code, content_type=first.content_type)
         response["Idempotent-Replayed"] = "true"
         return response

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from learncredits.secrets_at_rest import EncryptedCharField
 from learncredits.tenancy.models import Organization
 
 
@@ -110,7 +111,12 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2000)
     # Event types to send; empty means all.
     events = models.JSONField(default=list)
-    secret = models.CharField(max_length=100)
+    # The ``whsec_`` signing secret. Every delivery is signed with the secret itself, so
+    # unlike an API key it cannot be hashed; the column holds it Fernet-encrypted
+    # (learncredits.secrets_at_rest), so a copy of the database does not carry it, while
+    # ``endpoint.secret`` reads and sets the plain secret. Not editable, so no form (the
+    # operator console included) ever shows it.
+    secret = EncryptedCharField(max_length=255, editable=False)
     active = models.BooleanField(default=True)
     consecutive_failures = models.IntegerField(default=0)
     disabled_at = models.DateTimeField(null=True, blank=True)

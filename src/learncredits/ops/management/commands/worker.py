@@ -3,14 +3,16 @@
 Three loops: django-tasks' database worker runs queued tasks (collections, auto top-ups);
 a scheduler enqueues the periodic billing tick (close each org's month once it has ended,
 retry declined charges) every ``--tick`` seconds; and the outbox loop sends due emails and
-webhooks every ``--outbox-interval`` seconds. Every step is idempotent, so running several
-workers is harmless.
+webhooks every ``--outbox-interval`` seconds and, every ``HOUSEKEEPING_EVERY`` seconds,
+purges expired idempotency records. Every step is idempotent, so running several workers is
+harmless.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.core.management import call_command
@@ -18,6 +20,9 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
+# Expired idempotency records are harmless for a while (never replayed): purging them every
+# few minutes keeps the table small without adding a query to every outbox pass.
+HOUSEKEEPING_EVERY = 300.0
 
 
 def _schedule(stop: threading.Event, every: float) -> None:
@@ -32,14 +37,22 @@ def _schedule(stop: threading.Event, every: float) -> None:
 
 
 def _drain_outbox(stop: threading.Event, every: float) -> None:
+    from learncredits.api.housekeeping import purge_expired_idempotency_records
     from learncredits.notify.delivery import run_once
 
+    next_housekeeping = time.monotonic()
     while not stop.wait(every):
         try:
             close_old_connections()
             run_once()
         except Exception:  # a database or SMTP outage: try again on the next pass
             logger.exception("outbox pass failed")
+        if time.monotonic() >= next_housekeeping:
+            next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY
+            try:
+                purge_expired_idempotency_records()
+            except Exception:  # as above; it is retried after HOUSEKEEPING_EVERY
+                logger.exception("purging expired idempotency records failed")
 
 
 class Command(BaseCommand):
