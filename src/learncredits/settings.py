@@ -97,10 +97,13 @@ INSTALLED_APPS = [
 ]
 
 AUTHENTICATION_BACKENDS = [
-    # Throttles failed sign-ins per account and per address (django-axes).
-    "axes.backends.AxesStandaloneBackend",
+    # Throttles failed sign-ins per account and per address: claims an attempt in the
+    # database before the password is checked (web/signin.py, on top of django-axes).
+    "learncredits.web.signin.ThrottledSignInBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# django-axes' records and locked-out page, deciding from the same claimed budgets.
+AXES_HANDLER = "learncredits.web.signin.ThrottledSignInHandler"
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

@@ -83,3 +83,33 @@ class Membership(models.Model):
                 name="membership_learner_has_employee",
             ),
         ]
+
+
+class SignInThrottle(models.Model):
+    """The failed sign-in budget of one account or one address (web/signin.py).
+
+    One row per key, so that a single conditional UPDATE can claim an attempt: concurrent
+    sign-ins (in any process) then cannot all pass a "not locked yet" check together.
+    ``failures`` counts the attempts claimed since the window began (a successful sign-in
+    gives its claim back); the window ends when no attempt came for the cool-off time.
+    """
+
+    class Kind(models.TextChoices):
+        USERNAME = "username"
+        IP_ADDRESS = "ip_address"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    value = models.CharField(max_length=255)
+    failures = models.IntegerField(default=0)
+    last_attempt_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="signin_throttle_unique_key"),
+            models.CheckConstraint(
+                condition=models.Q(failures__gte=0), name="signin_throttle_failures_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value}: {self.failures}"

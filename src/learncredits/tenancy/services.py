@@ -241,6 +241,11 @@ def authenticate_token(token: str) -> Principal | None:
 # --- sign-in accounts -----------------------------------------------------------------------
 
 
+class EmailTaken(ValidationFailed):
+    """The email is already a sign-in account (in this org, another one, or the operator's
+    staff): the operator may be told so; an org admin only about their own org."""
+
+
 def create_user(
     org: Organization,
     *,
@@ -259,7 +264,7 @@ def create_user(
         raise ValidationFailed("role must be 'admin' or 'learner'")
     user_model = get_user_model()
     if user_model.objects.filter(username=email).exists():
-        raise ValidationFailed("a user with this email already exists")
+        raise EmailTaken("a user with this email already exists")
     candidate = user_model(username=email, email=email, first_name=name[:150])
     if password is not None:
         try:
@@ -292,7 +297,7 @@ def create_user(
             if password is None:
                 transaction.on_commit(lambda: _send_invitation(membership))
     except IntegrityError:
-        raise ValidationFailed("a user with this email already exists") from None
+        raise EmailTaken("a user with this email already exists") from None
     return membership
 
 
@@ -309,5 +314,60 @@ def _send_invitation(membership: Membership) -> None:
         ),
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[user.email],
+        fail_silently=True,
+    )
+
+
+def invite_user(org: Organization, *, email: str, name: str, role: str, actor: str) -> str:
+    """An org admin's invitation; returns the address the answer names.
+
+    Accounts are global (one email, one org), so "this email already has an account" would
+    tell an admin that a person uses learncredits elsewhere. An address that belongs to this
+    org's own members is refused plainly (the admin can see those); any other existing
+    account is answered exactly as a sent invitation: the same address, and for a learner
+    the same employee record in this org. That account is left untouched and receives no
+    link that could set its password or move it here, only a notice that someone tried.
+    """
+    email = _clean_email(email, "email")
+    try:
+        create_user(org, email=email, name=name, role=role, password=None, actor=actor)
+    except EmailTaken:
+        # Validation (name, role) has passed: create_user checks the email after them.
+        _answer_as_invited(org, email=email, name=_clean_name(name), role=role, actor=actor)
+    return email
+
+
+def _answer_as_invited(org: Organization, *, email: str, name: str, role: str, actor: str) -> None:
+    user = get_user_model().objects.filter(username=email).first()
+    member_org = Membership.objects.filter(user=user).values_list("org_id", flat=True).first()
+    if user is None or member_org == org.pk:
+        # No account after all (deleted meanwhile), or this org's own member.
+        raise ValidationFailed("a user with this email already exists in this organization")
+    with transaction.atomic():
+        if role == Membership.Role.LEARNER:
+            Employee.objects.get_or_create(org=org, email=email, defaults={"name": name})
+        audit.record(
+            actor,
+            "user.invite_existing_account",
+            org_id=org.pk,
+            target=f"usr_{user.pk}",
+            email=email,
+            role=role,
+        )
+        org_name = org.name
+        transaction.on_commit(lambda: _send_existing_account_notice(email, org_name))
+
+
+def _send_existing_account_notice(email: str, org_name: str) -> None:
+    send_mail(
+        subject=f"Someone tried to invite you to {org_name} on learncredits",
+        message=(
+            f"Hello,\n\nAn administrator of {org_name} tried to invite this address to "
+            "learncredits. You already have an account, so nothing was changed and you have "
+            "not joined that organization. If you expected this, tell them to contact "
+            "support; otherwise you can ignore this message.\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[email],
         fail_silently=True,
     )

@@ -390,21 +390,21 @@ def employee_list(request: HttpRequest) -> HttpResponse:
 
 def _invite(request: HttpRequest, org: Organization) -> None:
     """An admin invites another admin, or a learner (tied to the employee with that email):
-    the invitation email carries a link to choose a password."""
+    the invitation email carries a link to choose a password. An address with an account in
+    another org gets the same answer as a sent invitation (tenancy.invite_user)."""
     role = request.POST.get("role", "")
     try:
-        membership = tenancy.create_user(
+        email = tenancy.invite_user(
             org,
             email=request.POST.get("email", ""),
             name=request.POST.get("name", ""),
             role=role if role in Membership.Role.values else "",
-            password=None,
             actor=_actor(request),
         )
     except DomainError as exc:
         _fail(request, exc)
         return
-    messages.success(request, f"Invitation sent to {membership.user.email}.")
+    messages.success(request, f"Invitation sent to {email}.")
 
 
 def _import_employees(request: HttpRequest, org: Organization) -> None:
