@@ -142,9 +142,7 @@ class _InlineBlocks(HTMLParser):
 
 def assert_inline_blocks_are_allowed(html: str, policy: str) -> int:
     """Every inline block carries a nonce that the policy's directive for it allows."""
-    directives = {
-        part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()
-    }
+    directives = {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
     parser = _InlineBlocks()
     parser.feed(html)
     for tag, nonce in parser.nonces:
@@ -278,7 +276,7 @@ def _chunked_post(port: int, token: str, path: str, body: bytes) -> tuple[int, A
     return response.status, json.loads(raw) if raw else None
 
 
-def test_a_chunked_body_is_read_within_the_same_limit(server):
+def test_a_chunked_body_is_read_within_the_same_limit(server):  # noqa: F811 (the fixture)
     """Through the real WSGI server: gunicorn decodes the chunks, the API reads them."""
     status, org = _chunked_post(
         server.port,

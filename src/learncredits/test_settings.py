@@ -11,4 +11,4 @@ import secrets
 
 os.environ.setdefault("SECRET_KEY", "test-" + secrets.token_urlsafe(48))
 
-from learncredits.settings import *  # noqa: E402, F403
+from learncredits.settings import *  # noqa: F403

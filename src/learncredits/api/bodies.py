@@ -83,7 +83,7 @@ def _read_chunked_body(request: HttpRequest) -> HttpResponse | None:
         return _too_large(request)
     body = b"".join(chunks)
     request.META["CONTENT_LENGTH"] = str(len(body))
-    request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[attr-defined]
+    request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[assignment]
     return None
 
 
