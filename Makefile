@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test test-sqlite test-postgres check lint typecheck bench clean
+.PHONY: help run test test-sqlite test-postgres check lint typecheck bench api-docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +48,9 @@ check: lint typecheck test ## everything CI runs
 
 bench: $(STAMP) ## benchmarks with their baselines (see docs/benchmarks.md)
 	$(BIN)/python bench/run_all.py
+
+api-docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
+	$(BIN)/python scripts/api_reference.py
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

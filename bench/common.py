@@ -38,7 +38,8 @@ HOST = "127.0.0.1"  # every benchmark talks to this machine only
 PG_HOST = os.environ.get("LC_BENCH_PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LC_BENCH_PGPORT", "5432"))
 PG_USER = os.environ.get("LC_BENCH_PGUSER") or os.environ.get("PGUSER") or ""
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
+# The pgbench scripts of the baselines (hot-path.sql and the schema it runs on).
+PGBENCH_DIR = BENCH_DIR / "pgbench"
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Benchmark 1: the start-assignment hot path.
 
-- pgbench running ``shared/bench/hot-path.sql`` (the same three statements in SQL) on a
+- pgbench running ``bench/pgbench/hot-path.sql`` (the same three statements in SQL) on a
   database prepared with ``hot-path-schema.sql``, spread over 1,000 orgs and on one org:
   the database's own limit on this machine, the baseline of the API figures.
 - ``POST /orgs/{org}/assignments/{id}/start`` through ``learncredits serve`` at 32
@@ -25,8 +25,8 @@ from typing import Any
 
 from common import (
     BENCH_DIR,
+    PGBENCH_DIR,
     PYTHON,
-    SHARED_BENCH,
     VAR_DIR,
     Figure,
     Report,
@@ -90,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the baseline: pgbench on the same server ---------------------------------------------
     pg_tps: dict[int, float | None] = {1000: None, 1: None}
-    if have_pgbench() and (SHARED_BENCH / "hot-path.sql").exists():
+    if have_pgbench() and (PGBENCH_DIR / "hot-path.sql").exists():
         name = "lc_bench_pgbench"
         create_db(name)
         try:
             for orgs in (SPREAD_ORGS, 1):
-                psql_file(name, SHARED_BENCH / "hot-path-schema.sql", {"orgs": str(orgs)})
+                psql_file(name, PGBENCH_DIR / "hot-path-schema.sql", {"orgs": str(orgs)})
                 result = pgbench(
                     name,
-                    SHARED_BENCH / "hot-path.sql",
+                    PGBENCH_DIR / "hot-path.sql",
                     clients=args.clients,
                     threads=2,
                     duration=pg_seconds,
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep:
                 drop_db(name)
     else:
-        report.note("pgbench or shared/bench/hot-path.sql missing: no pgbench baseline")
+        report.note("pgbench or bench/pgbench/hot-path.sql missing: no pgbench baseline")
 
     # --- the service's database --------------------------------------------------------------
     with service_database("lc_bench_hot", keep=args.keep) as env:

@@ -1,4 +1,4 @@
-"""At-risk and overage alerts (SPEC.md section 4, API.md Alert and Balance).
+"""At-risk and overage alerts (docs/product.md section 9; AlertOut and BalanceOut in docs/api.md).
 
 An org is at risk when assigned > 0 and available <= its alert threshold (default 0). The
 alert opens in the transaction that crosses the line, resolves when it clears (a purchase,

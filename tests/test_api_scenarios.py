@@ -1,4 +1,4 @@
-"""Scenarios of SPEC.md sections 1-3 and 6-8, one rule each, through the HTTP API (API.md).
+"""Scenarios of the product's rules (docs/product.md), one rule each, through the HTTP API.
 
 Each test reads as a story: set an org up, act, then check the balance, the assignment and
 the ledger entries the action wrote.
@@ -561,8 +561,8 @@ def test_declined_payment_adds_no_credits_and_leaves_a_failed_purchase(make_org)
 
 
 def test_declined_payment_problem_names_the_purchase_by_its_public_id(make_org):
-    """API.md: ids are opaque strings. The 402 names the failed purchase; it must use the
-    same id the purchase list shows, not the database key."""
+    """Ids are opaque strings (docs/api.md, "Basics"). The 402 names the failed purchase; it
+    must use the same id the purchase list shows, not the database key."""
     org = make_org("Declines", billing_email="billing+decline@example.com")
 
     body = refused(org.api.post(org.path("/purchases"), {"quantity": 10}), 402, "payment_failed")
@@ -1131,7 +1131,7 @@ def test_a_replayed_lifecycle_action_is_not_run_again(org, make_content):
 
 # --- OpenAPI ---------------------------------------------------------------------------------
 
-# Every endpoint of API.md, with its path parameters filled in.
+# Every endpoint of the HTTP API (docs/api.md), with its path parameters filled in.
 API_MD_ENDPOINTS = [
     ("post", "/orgs"),
     ("patch", "/orgs/{org_id}"),

@@ -1,4 +1,4 @@
-"""The product article's worked example, through the API (SPEC.md sections 1-2)."""
+"""The product article's worked example, through the API (docs/product.md sections 2-6)."""
 
 from __future__ import annotations
 

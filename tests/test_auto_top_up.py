@@ -1,4 +1,4 @@
-"""Auto top-up (issue 4, item 5; API ``PUT/GET /orgs/{id}/auto-top-up``).
+"""Auto top-up (docs/product.md section 10; API ``PUT/GET /orgs/{id}/auto-top-up``).
 
 When available drops below the trigger, buy ``quantity`` credits (or enough to reach
 ``target_available``) at the volume price, at most ``max_purchases_per_month`` purchases

@@ -1,4 +1,4 @@
-"""Backup and restore (issue 6, item 7; the procedures are in docs/operations.md).
+"""Backup and restore (the procedures are in docs/operations.md).
 
 SQLite: the online backup (Python's ``sqlite3.Connection.backup`` and the ``sqlite3`` shell's
 ``.backup``) of a database that a writer process keeps writing to, then ``learncredits

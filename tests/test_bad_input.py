@@ -1,5 +1,5 @@
-"""Bad input on every endpoint (SPEC.md section 7, API.md "Errors"): a clear error with a
-stable code, as application/problem+json, and nothing changed in the database.
+"""Bad input on every endpoint (docs/product.md section 12, docs/api.md "Errors"): a clear
+error with a stable code, as application/problem+json, and nothing changed in the database.
 
 The tables below are the matrix: who calls, which endpoint, what is wrong, and the exact
 status and code expected. Every case runs against one shared world (two orgs with
@@ -544,6 +544,9 @@ def test_every_implemented_endpoint_is_in_the_matrix(registered):
 
 
 def test_every_endpoint_of_api_md_is_implemented_and_in_the_matrix(registered):
+    """The endpoints of the v1 contract, written out here (no file is read): each must be
+    served and in the matrix. docs/api.md documents every served endpoint, and
+    tests/test_api_reference.py keeps it in step with the OpenAPI document."""
     assert len({r.name for r in ROUTES}) == len(ROUTES)
     contract = {
         "POST /orgs",

@@ -1,4 +1,5 @@
-"""Billing (SPEC.md section 5, API.md invoices, close-period and "Billing reports").
+"""Billing (docs/product.md section 8; invoices, close-period and the billing reports of
+docs/api.md).
 
 Receipts, monthly overage invoices in each org's own time zone, exactly-once invoicing,
 gapless numbers, immutability, collection with retries, the PDF and HTML documents, the

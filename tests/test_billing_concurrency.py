@@ -1,4 +1,4 @@
-"""Billing under concurrency, on PostgreSQL (SPEC.md section 5).
+"""Billing under concurrency, on PostgreSQL (docs/product.md section 8).
 
 Closing a period takes the org's balance lock, and an invoice number comes from a per-year
 counter row locked and advanced in the issuing transaction. These tests release many threads

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser (issue 5): Playwright driving the system's Chromium.
+"""The dashboard in a real browser: Playwright driving the system's Chromium.
 
 Each test is one user story, told against the live server (pytest-django's ``live_server``,
 on a transactional database): the data is made through the HTTP API in-process, the people
@@ -625,7 +625,7 @@ def test_an_operator_adjusts_credits_with_a_required_reason_in_the_console(
 def test_billing_and_assignments_show_times_in_the_orgs_time_zone(
     browse: Callable[..., Visitor], make_org: Callable[..., OrgHandle], make_content: Any
 ) -> None:
-    """Issue 5: "dates in the org's time zone"; the ledger's header names that zone."""
+    """Dates are shown in the org's time zone; the ledger's header names that zone."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 

@@ -1,4 +1,4 @@
-"""The ``learncredits`` command (API.md "Running it", SPEC.md section 8).
+"""The ``learncredits`` command (README.md, docs/operations.md, docs/product.md section 13).
 
 ``demo`` and ``verify_ledger`` run in-process through call_command against the test
 database; the console script itself runs once as a subprocess on its own SQLite file.

@@ -4,9 +4,9 @@ Every write path serializes on the org's balance row (SELECT ... FOR UPDATE), an
 idempotency middleware claims its key with a unique insert in the same transaction as the
 effect. These tests start many threads together (a barrier), each with its own Django test
 client and its own database connection, let them commit for real (transactional tests), and
-then check the invariants of SPEC.md section 6 against the database: the balance equals the
-sum of the ledger, the ledger replays entry by entry, nothing is charged or released twice,
-credits never go negative, and no request answers 5xx.
+then check the invariants of the ledger (docs/product.md section 11) against the database:
+the balance equals the sum of the ledger, the ledger replays entry by entry, nothing is
+charged or released twice, credits never go negative, and no request answers 5xx.
 
 The last test is a negative control: an unlocked read-modify-write of the balance row from
 many threads does lose updates, so the harness is able to see a lost update when one happens.

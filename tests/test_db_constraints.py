@@ -1,4 +1,5 @@
-"""The database itself refuses rows that break the credit rules (SPEC.md sections 1-3, 6).
+"""The database itself refuses rows that break the credit rules (docs/product.md sections 2-6
+and 11).
 
 Every write here goes AROUND credits/actions.py (queryset.update(), Model.objects.create(),
 instance.save()/delete() and raw SQL) to show that the CHECK constraints, the partial unique

@@ -1,4 +1,4 @@
-"""API fuzzing with schemathesis against the served OpenAPI document (issue 6, item 3).
+"""API fuzzing with schemathesis against the served OpenAPI document.
 
 The document is fetched from ``/api/v1/openapi.json`` through the WSGI app, and every
 operation in it is called with generated requests (valid and invalid ones), a bounded number

@@ -1,4 +1,4 @@
-"""Tenant isolation matrix, generated from the URL configuration (issue 6, item 4).
+"""Tenant isolation matrix, generated from the URL configuration.
 
 Every route is found by walking ``django.urls.get_resolver()``: the API's routes and their
 methods come from the ninja path views behind its URL patterns, the dashboard's and the
@@ -240,7 +240,7 @@ def test_every_route_is_classified():
 
 
 def test_the_matrix_covers_the_whole_api_md_contract():
-    """The discovery itself is checked: it finds the routes of API.md and their methods."""
+    """The discovery itself is checked: it finds the routes of docs/api.md and their methods."""
     keys = {r.key for r in API}
     assert len(API) >= 47
     for expected in (

@@ -1,4 +1,4 @@
-"""A stateful model test of the credits engine (SPEC.md sections 1-3 and 6).
+"""A stateful model test of the credits engine (docs/product.md sections 2-6 and 11).
 
 Hypothesis drives the write paths in ``learncredits.credits.actions`` directly, in random
 order, against a small pure reference model kept in this file: the two balance counters,
@@ -55,7 +55,7 @@ from learncredits.tenancy.services import create_employee, create_org
 
 ACTOR = "stateful-test"
 RETAIL_CENTS = 1000
-# SPEC.md section 3, default tiers: (min quantity, unit price in cents), highest first.
+# docs/product.md section 4, default tiers: (min quantity, unit price in cents), highest first.
 TIERS = [(1000, 700), (500, 750), (250, 800), (100, 850), (50, 900), (1, 1000)]
 ORG_KEYS = ("paying", "declining")
 COSTS = (0, 1, 2, 3)

@@ -1,6 +1,6 @@
-"""Pure rules without a database: the assignment lifecycle (SPEC.md section 2), balance
-arithmetic and alerts (sections 1 and 4), FIFO lots (section 3), billing periods (section 5)
-and public ids."""
+"""Pure rules without a database: the assignment lifecycle (docs/product.md sections 5 and 6),
+balance arithmetic and alerts (sections 2 and 9), FIFO lots (section 3), billing periods
+(section 8) and public ids."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Email and the transactional outbox (SPEC.md section 4; issue 4, items 2 and 3).
+"""Email and the transactional outbox (docs/product.md section 9, docs/integrations.md).
 
 Email goes through a REAL SMTP server: aiosmtpd's ``Controller`` on 127.0.0.1 and a free
 port, with Django's SMTP backend pointed at it through the ``settings`` fixture. Actions go

@@ -1,4 +1,4 @@
-"""Volume pricing as pure rules (SPEC.md section 3): tiers, quotes, the "buy N for less"
+"""Volume pricing as pure rules (docs/product.md section 4): tiers, quotes, the "buy N for less"
 suggestion and the price book's validity rules. No database."""
 
 from __future__ import annotations

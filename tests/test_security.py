@@ -1,5 +1,4 @@
-"""Authentication, abuse controls, security headers and the audit trail (issue 6, items 5
-and 6).
+"""Authentication, abuse controls, security headers and the audit trail (docs/security.md).
 
 - Passwords are hashed with Argon2; failed sign-ins are throttled per account and per
   address (django-axes, 5 failures).
@@ -249,7 +248,7 @@ def test_rate_limit_answers_429_with_retry_after(org, make_org, settings, time_m
 
 
 def test_rate_limit_is_per_key(org, settings, time_machine):
-    """A second key of the same org has its own budget (issue 6: "rate limits per key";
+    """A second key of the same org has its own budget (docs/api.md, "Rate limits";
     settings.py and api/auth.py: "Per-key request budget")."""
     settings.LEARNCREDITS_RATE_LIMIT = "5/m"
     time_machine.move_to(timezone.now(), tick=False)

@@ -1,4 +1,4 @@
-"""SQLite in embedded mode under concurrency (issue 6, item 2).
+"""SQLite in embedded mode under concurrency.
 
 ``learncredits serve --workers 2 --threads 4 --no-worker`` runs on a SQLite FILE (not the
 in-memory test database), on a free loopback port. 16 client threads send a random mix of

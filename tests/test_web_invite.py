@@ -1,5 +1,5 @@
 """An org admin invites more people from the dashboard; the invitation lets them choose a
-password and sign in (issue 5: "Operators invite an org's first admin; admins invite more")."""
+password and sign in (operators invite an org's first admin; admins invite more)."""
 
 from __future__ import annotations
 

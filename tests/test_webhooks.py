@@ -1,4 +1,5 @@
-"""Webhooks (API.md "Webhooks"): a real HTTP receiver on loopback, Standard Webhooks signatures.
+"""Webhooks (docs/api.md "Webhooks"): a real HTTP receiver on loopback, Standard Webhooks
+signatures.
 
 A ``Receiver`` (http.server in a thread on a free loopback port) records every request and
 answers with scripted status codes. Deliveries are made by the outbox exactly as the worker

@@ -1,4 +1,4 @@
-"""xAPI statements (API.md "xAPI statements"; issue 4, item 6).
+"""xAPI statements (docs/api.md "xAPI statements", docs/integrations.md).
 
 ``POST /api/v1/xapi/statements`` (one statement or a list) and ``PUT ...?statementId=``, with
 ``X-Experience-API-Version: 1.0.x`` and HTTP Basic auth (user: the org id, password: one of

@@ -71,7 +71,7 @@ LEARNCREDITS_RATE_LIMIT = env.str("LEARNCREDITS_RATE_LIMIT", default="6000/m")
 LEARNCREDITS_RATE_LIMIT_OPERATOR = env.str("LEARNCREDITS_RATE_LIMIT_OPERATOR", default="")
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://learncredits")}
 RATELIMIT_USE_CACHE = "default"
-# How long an Idempotency-Key is remembered (API.md: 24 hours).
+# How long an Idempotency-Key is remembered (docs/api.md: 24 hours).
 LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 INSTALLED_APPS = [

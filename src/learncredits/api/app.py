@@ -1,4 +1,4 @@
-"""The v1 HTTP API (API.md). Views only parse, authorize, call one service function and shape
+"""The v1 HTTP API (docs/api.md). Views only parse, authorize, call one service function and shape
 the answer; every rule lives in the services and the domain."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 api = NinjaAPI(
     title="learncredits",
     version="1",
-    description="Credits and billing for training marketplaces. See API.md.",
+    description="Credits and billing for training marketplaces. See docs/api.md.",
     auth=BearerAuth(),
     docs_url="/docs",
     openapi_url="/openapi.json",

@@ -1,6 +1,6 @@
 """API middleware: body size limit, problem+json for framework errors, and idempotency.
 
-Idempotency (API.md): the key is claimed by inserting a row that a unique constraint
+Idempotency (docs/api.md): the key is claimed by inserting a row that a unique constraint
 guards, in the same transaction as the request's effect, and the answer is stored in that
 row before commit. Two requests with one key therefore cannot both take effect: the second
 waits on the unique index until the first commits, then replays its answer. A crash before
@@ -134,7 +134,7 @@ _ORG_PATH = re.compile(r"^/api/v1/orgs/([^/]+)/")
 
 
 def _scope(principal_scope: str, path: str) -> str:
-    """Keys are per org (API.md): the operator's keys are scoped by the org in the path."""
+    """Keys are per org (docs/api.md): the operator's keys are scoped by the org in the path."""
     match = _ORG_PATH.match(path)
     if principal_scope == "operator" and match:
         return f"operator:{match.group(1)[:40]}"

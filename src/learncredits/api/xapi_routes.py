@@ -1,4 +1,4 @@
-"""xAPI statement endpoints (API.md): HTTP Basic auth with the org id and one of its keys."""
+"""xAPI statement endpoints (docs/api.md): HTTP Basic auth with the org id and one of its keys."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ class Balance(models.Model):
     )
     credits = models.BigIntegerField(default=0)
     assigned = models.BigIntegerField(default=0)
-    # Whether the org was at risk as of this row's last write (SPEC.md section 4); kept here
+    # Whether the org was at risk as of this row's last write (docs/product.md section 9); kept here
     # so that only a change that crosses the line costs an alert row and an event.
     at_risk = models.BooleanField(default=False)
 

@@ -1,4 +1,4 @@
-"""Read models of credits: the balance as API.md shows it."""
+"""Read models of credits: the balance as the API shows it (docs/api.md)."""
 
 from __future__ import annotations
 

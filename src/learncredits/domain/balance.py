@@ -1,4 +1,5 @@
-"""Balance arithmetic (SPEC.md sections 1, 2 and 4): what each action does to the counters."""
+"""Balance arithmetic (docs/product.md sections 2, 6 and 9): what each action does to the
+counters."""
 
 from __future__ import annotations
 

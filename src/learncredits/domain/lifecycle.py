@@ -1,4 +1,4 @@
-"""The assignment lifecycle (SPEC.md section 2) as a transition table.
+"""The assignment lifecycle (docs/product.md sections 5 and 6) as a transition table.
 
 ``decide`` says, for a status and an action, whether the action applies, is a harmless
 repeat (starting twice charges once), or is illegal. The write paths in credits/actions.py

@@ -1,4 +1,4 @@
-"""Volume pricing: tiers, quotes and the "buy N for less" suggestion (SPEC.md section 3).
+"""Volume pricing: tiers, quotes and the "buy N for less" suggestion (docs/product.md section 4).
 
 A purchase of q credits is priced entirely at the unit price of the highest tier whose
 min_quantity <= q. Because a bigger tier can make a bigger purchase cheaper in total

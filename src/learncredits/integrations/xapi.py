@@ -1,6 +1,6 @@
 """xAPI statements: an LMS or content player reports progress; we start and complete.
 
-Mapping (API.md): verbs launched, initialized, attempted and progressed start the actor's
+Mapping (docs/api.md): verbs launched, initialized, attempted and progressed start the actor's
 open assignment of the activity's content; completed and passed complete it. The actor is
 the employee whose email is the statement's ``mbox``; the activity is the content whose
 ``xapi_activity_id`` is the object's id. Each statement is stored once per id, in the same

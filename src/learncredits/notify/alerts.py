@@ -1,4 +1,5 @@
-"""At-risk and overage alerts (SPEC.md section 4), evaluated inside the changing transaction.
+"""At-risk and overage alerts (docs/product.md section 9), evaluated inside the changing
+transaction.
 
 The balance row carries ``at_risk`` as of its last write, so a change that does not cross the
 line costs nothing extra; crossing it opens or resolves the alert and emits the event that

@@ -11,7 +11,7 @@ from django.utils import timezone
 from learncredits.credits import sql
 from learncredits.notify.models import Event
 
-# Event types sent to webhooks (API.md). Others are internal: they only cause email.
+# Event types sent to webhooks (docs/api.md). Others are internal: they only cause email.
 WEBHOOK_EVENT_TYPES = (
     "purchase.paid",
     "assignment.assigned",

@@ -1,7 +1,7 @@
 """Who exists and who may act: organizations, their employees, API keys and sign-in accounts.
 
 Every org-owned row carries ``org`` and every uniqueness rule is scoped by it, so the data
-can be sharded by organization (SPEC.md section 8).
+can be sharded by organization (docs/product.md section 13).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(max_length=254)
     timezone = models.CharField(max_length=64, default="UTC")
-    # At risk when assigned > 0 and available <= alert_threshold (SPEC.md section 4).
+    # At risk when assigned > 0 and available <= alert_threshold (docs/product.md section 9).
     alert_threshold = models.IntegerField(default=0)
     # Mirror of the enabled auto top-up rule's trigger (billing.AutoTopUp.below_available),
     # kept on the org so the write paths know without a query; null when no rule is active.

@@ -1,4 +1,4 @@
-"""Dashboard URLs (API.md "Pages"): /login, /logout, /, /buy, /assign, /assignments,
+"""Dashboard URLs (docs/api.md, "Dashboard pages"): /login, /logout, /, /buy, /assign, /assignments,
 /employees, /learn, /settings/billing."""
 
 from django.contrib.auth import views as auth_views

@@ -1,4 +1,4 @@
-"""Seed the default price book of SPEC.md section 3 ($10.00 retail, six volume tiers)."""
+"""Seed the default price book of docs/product.md section 4 ($10.00 retail, six volume tiers)."""
 
 from django.db import migrations
 
