@@ -24,6 +24,7 @@ from learncredits.credits import actions
 from learncredits.credits.models import Assignment, Balance, LedgerEntry, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
+from learncredits.ids import whole_number
 from learncredits.notify.models import Alert, WebhookDelivery, WebhookEndpoint
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Organization
@@ -185,10 +186,11 @@ class PriceBookForm(forms.Form):
         for number, line in enumerate(self.cleaned_data["tiers"].splitlines(), start=1):
             if not line.strip():
                 continue
-            parts = line.split()
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            # ASCII digits only: '²'.isdigit() is true, yet int('²') fails.
+            numbers = [n for n in (whole_number(p, low=0) for p in line.split()) if n is not None]
+            if len(numbers) != 2 or len(line.split()) != 2:
                 raise forms.ValidationError(f"line {number}: two whole numbers, please")
-            tiers.append(pricing.Tier(int(parts[0]), int(parts[1])))
+            tiers.append(pricing.Tier(numbers[0], numbers[1]))
         return tiers
 
 

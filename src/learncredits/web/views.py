@@ -24,6 +24,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from learncredits import ids
 from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
 from learncredits.billing import auto_top_up, reports
 from learncredits.billing.documents import invoice_html, invoice_pdf
@@ -87,13 +88,27 @@ def _fail(request: HttpRequest, exc: DomainError) -> None:
 
 
 def _int(value: str | None, field: str, *, low: int, high: int) -> int:
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValidationFailed(f"{field} must be a whole number") from None
-    if not low <= number <= high:
-        raise ValidationFailed(f"{field} must be between {low} and {high}")
+    """A number from a form, or the form's usual error message (never a server error)."""
+    number = ids.whole_number(value, low=low, high=high)
+    if number is None:
+        raise ValidationFailed(f"{field} must be a whole number between {low} and {high}")
     return number
+
+
+def _id(value: str | None) -> int | None:
+    """A primary key from a form or a filter; None when the value cannot name a row."""
+    return ids.whole_number(value, low=1, high=ids.BIGINT_MAX)
+
+
+def _search_text(request: HttpRequest, name: str) -> str:
+    """A text filter from the query string, without NUL characters: no stored text holds one
+    (forms refuse them) and PostgreSQL refuses them even in a query, which was a 500."""
+    return request.GET.get(name, "").replace("\x00", "").strip()
+
+
+def _page_number(request: HttpRequest) -> int:
+    """The list page asked for; anything else is the first page (Paginator clamps the rest)."""
+    return ids.whole_number(request.GET.get("page"), low=1) or 1
 
 
 # --- marketplace ---------------------------------------------------------------------------
@@ -161,7 +176,7 @@ def buy_quote(request: HttpRequest) -> HttpResponse:
 
 def _selected_employees(request: HttpRequest, org: Organization) -> tuple[list[int], list[str]]:
     """Checked employees plus pasted emails (CSV or one per line); unknown emails listed."""
-    picked = [int(v) for v in request.POST.getlist("employee") if v.isdigit()]
+    picked = [pk for pk in map(_id, request.POST.getlist("employee")) if pk is not None]
     pasted = request.POST.get("emails", "")
     emails = [
         cell.strip().lower()
@@ -210,15 +225,15 @@ def _preview(org: Organization, content: Content | None, employee_ids: list[int]
 
 
 def _content_from(request: HttpRequest) -> Content | None:
-    raw = request.POST.get("content") or request.GET.get("content") or ""
-    return Content.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+    pk = _id(request.POST.get("content") or request.GET.get("content"))
+    return None if pk is None else Content.objects.filter(pk=pk).first()
 
 
 @org_admin
 @require_http_methods(["GET", "POST"])
 def assign(request: HttpRequest) -> HttpResponse:
     org = _org(request)
-    query = request.GET.get("q", "").strip()
+    query = _search_text(request, "q")
     employees = Employee.objects.filter(org=org, active=True).order_by("name")
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
@@ -284,13 +299,13 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
     if status in Assignment.Status.values:
         assignments = assignments.filter(status=status)
     for field in ("content", "employee"):
-        raw = request.GET.get(field, "")
-        if raw.isdigit():
-            assignments = assignments.filter(**{f"{field}_id": int(raw)})
-    email = request.GET.get("employee_email", "").strip().lower()
+        pk = _id(request.GET.get(field))
+        if pk is not None:  # a filter that names nothing is ignored (the form offers "any")
+            assignments = assignments.filter(**{f"{field}_id": pk})
+    email = _search_text(request, "employee_email").lower()
     if email:
         assignments = assignments.filter(employee__email=email)
-    page = Paginator(assignments.order_by("-pk"), 50).get_page(request.GET.get("page"))
+    page = Paginator(assignments.order_by("-pk"), 50).get_page(_page_number(request))
     return render(
         request,
         "web/assignments.html",
@@ -338,7 +353,9 @@ def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> Ht
                     raise ValidationFailed(f"no employee with the email {email}")
                 employee_id = found.pk
             else:
-                employee_id = _int(request.POST.get("employee"), "employee", low=1, high=2**62)
+                employee_id = _int(
+                    request.POST.get("employee"), "employee", low=1, high=ids.BIGINT_MAX
+                )
             actions.reassign_assignment(
                 org, assignment_id, employee_id=employee_id, actor=_actor(request)
             )
@@ -373,7 +390,7 @@ def employee_list(request: HttpRequest) -> HttpResponse:
             except DomainError as exc:
                 _fail(request, exc)
         return redirect("web:employees")
-    query = request.GET.get("q", "").strip()
+    query = _search_text(request, "q")
     employees = Employee.objects.filter(org=org)
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
@@ -384,7 +401,7 @@ def employee_list(request: HttpRequest) -> HttpResponse:
             default=0,
         )
     ).order_by("-active", "name")
-    page = Paginator(employees, 50).get_page(request.GET.get("page"))
+    page = Paginator(employees, 50).get_page(_page_number(request))
     return render(request, "web/employees.html", {"page": page, "q": query})
 
 
@@ -463,11 +480,13 @@ def learn(request: HttpRequest) -> HttpResponse:
         return redirect("web:marketplace")
     org = membership.org
     if request.method == "POST":
-        assignment_id = _int(request.POST.get("assignment"), "assignment", low=1, high=2**62)
-        own = Assignment.objects.filter(
-            org=org, pk=assignment_id, employee_id=membership.employee_id
-        ).exists()
-        if not own:
+        # A value that is no id is answered as an unknown id is: 404, like any other.
+        assignment_id = _id(request.POST.get("assignment"))
+        if assignment_id is None or not (
+            Assignment.objects.filter(
+                org=org, pk=assignment_id, employee_id=membership.employee_id
+            ).exists()
+        ):
             raise Http404("no such assignment")
         try:
             if request.POST.get("verb") == "complete":
@@ -511,9 +530,9 @@ def billing(request: HttpRequest) -> HttpResponse:
     if entry_type in LedgerEntry.Type.values:
         entries = entries.filter(type=entry_type)
     # Keyset pages ("older than entry N"): no COUNT(*) over the whole ledger on every view.
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        entries = entries.filter(pk__lt=int(before))
+    before = _id(request.GET.get("before"))  # anything else: the newest page
+    if before is not None:
+        entries = entries.filter(pk__lt=before)
     ledger = list(entries.order_by("-pk")[:26])
     older = ledger[24].pk if len(ledger) > 25 else None
     ledger = ledger[:25]
@@ -525,7 +544,7 @@ def billing(request: HttpRequest) -> HttpResponse:
             "chart": _chart(usage),
             "ledger": ledger,
             "ledger_older": older,
-            "ledger_paged": before.isdigit(),
+            "ledger_paged": before is not None,
             "entry_type": entry_type,
             "entry_types": LedgerEntry.Type.values,
             "purchases": Purchase.objects.filter(org=org)
