@@ -104,6 +104,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 # django-axes' records and locked-out page, deciding from the same claimed budgets.
 AXES_HANDLER = "learncredits.web.signin.ThrottledSignInHandler"
+AXES_USERNAME_CALLABLE = "learncredits.web.signin.recorded_username"
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

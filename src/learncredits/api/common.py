@@ -12,6 +12,7 @@ from pydantic import Field
 
 from learncredits.api import schemas as s
 from learncredits.domain.errors import ValidationFailed
+from learncredits.ids import whole_number
 
 ERRORS: dict[int, Any] = {
     400: s.Problem,
@@ -40,10 +41,11 @@ def _decode_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     try:
-        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+        decoded = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed("cursor is not valid") from None
-    if value < 1:
+    value = whole_number(decoded, low=1)
+    if value is None:
         raise ValidationFailed("cursor is not valid")
     return value
 

@@ -1,11 +1,17 @@
-"""Form posts with NUL characters are refused before any view sees them (PostgreSQL cannot
-store them; no name, email or reason needs one)."""
+"""Dashboard and console input with NUL characters is refused before any view sees it:
+PostgreSQL cannot store NUL or even compare text with it (a search or a console filter with
+``%00`` was a 500), and no name, email, search or reason needs one. The API has its own rule
+with its own error shape (api/middleware.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+
+
+def _has_nul(data: QueryDict) -> bool:
+    return any("\x00" in key or any("\x00" in v for v in values) for key, values in data.lists())
 
 
 class RejectNulFormsMiddleware:
@@ -13,8 +19,8 @@ class RejectNulFormsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method == "POST" and not request.path.startswith("/api/"):
-            values = [v for values in request.POST.lists() for v in values[1]]
-            if any("\x00" in value for value in values):
-                return HttpResponseBadRequest("Text must not contain NUL characters.")
+        if not request.path.startswith("/api/") and (
+            _has_nul(request.GET) or (request.method == "POST" and _has_nul(request.POST))
+        ):
+            return HttpResponseBadRequest("Text must not contain NUL characters.")
         return self.get_response(request)

@@ -56,6 +56,21 @@ CLAIMED = "learncredits_signin_claims"
 MAX_VALUE = 255
 
 
+def recorded_username(
+    request: HttpRequest, credentials: dict[str, Any] | None = None
+) -> str | None:
+    """The name a sign-in attempt is counted and recorded under (``AXES_USERNAME_CALLABLE``).
+
+    As django-axes reads it (the credentials, else the posted form), cut to the width of its
+    records' column: a ten-thousand-character name was a 500 on PostgreSQL when the failure
+    was recorded. Names that long share a budget, which only errs on the side of refusing."""
+    field = getattr(settings, "AXES_USERNAME_FORM_FIELD", "username")
+    value = (
+        credentials.get(field) if credentials else getattr(request, "data", request.POST).get(field)
+    )
+    return None if value is None else str(value)[:MAX_VALUE]
+
+
 class _Refused(Exception):
     def __init__(self, key: Key) -> None:
         super().__init__(key)

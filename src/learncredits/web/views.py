@@ -100,12 +100,6 @@ def _id(value: str | None) -> int | None:
     return ids.whole_number(value, low=1, high=ids.BIGINT_MAX)
 
 
-def _search_text(request: HttpRequest, name: str) -> str:
-    """A text filter from the query string, without NUL characters: no stored text holds one
-    (forms refuse them) and PostgreSQL refuses them even in a query, which was a 500."""
-    return request.GET.get(name, "").replace("\x00", "").strip()
-
-
 def _page_number(request: HttpRequest) -> int:
     """The list page asked for; anything else is the first page (Paginator clamps the rest)."""
     return ids.whole_number(request.GET.get("page"), low=1) or 1
@@ -233,7 +227,7 @@ def _content_from(request: HttpRequest) -> Content | None:
 @require_http_methods(["GET", "POST"])
 def assign(request: HttpRequest) -> HttpResponse:
     org = _org(request)
-    query = _search_text(request, "q")
+    query = request.GET.get("q", "").strip()
     employees = Employee.objects.filter(org=org, active=True).order_by("name")
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
@@ -302,7 +296,7 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
         pk = _id(request.GET.get(field))
         if pk is not None:  # a filter that names nothing is ignored (the form offers "any")
             assignments = assignments.filter(**{f"{field}_id": pk})
-    email = _search_text(request, "employee_email").lower()
+    email = request.GET.get("employee_email", "").strip().lower()
     if email:
         assignments = assignments.filter(employee__email=email)
     page = Paginator(assignments.order_by("-pk"), 50).get_page(_page_number(request))
@@ -390,7 +384,7 @@ def employee_list(request: HttpRequest) -> HttpResponse:
             except DomainError as exc:
                 _fail(request, exc)
         return redirect("web:employees")
-    query = _search_text(request, "q")
+    query = request.GET.get("q", "").strip()
     employees = Employee.objects.filter(org=org)
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
