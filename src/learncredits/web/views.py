@@ -27,7 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from learncredits import ids
 from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
 from learncredits.billing import auto_top_up, reports
-from learncredits.billing.documents import invoice_html, invoice_pdf
+from learncredits.billing.documents import invoice_page, invoice_pdf
 from learncredits.billing.invoicing import with_status
 from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.catalog.models import Content
@@ -662,8 +662,7 @@ def _own_invoice(request: HttpRequest, invoice_id: int) -> Invoice:
 
 @org_admin
 def invoice(request: HttpRequest, invoice_id: int) -> HttpResponse:
-    nonce = str(getattr(request, "csp_nonce", ""))
-    return HttpResponse(invoice_html(_own_invoice(request, invoice_id), csp_nonce=nonce))
+    return invoice_page(request, _own_invoice(request, invoice_id))
 
 
 @org_admin
