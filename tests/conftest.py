@@ -169,6 +169,15 @@ def make_content(operator: Api) -> Callable[..., str]:
     return make
 
 
+def rolled_back_like_autocommit() -> Any:
+    """A transaction the test rolls back, which the code under test treats as autocommit, as
+    it treats Django's TestCase's own: durable blocks and payment-provider calls run in it
+    (both refuse to run inside a real transaction)."""
+    block = transaction.atomic()
+    block._from_testcase = True
+    return block
+
+
 @contextmanager
 def module_world(django_db_blocker: Any) -> Iterator[None]:
     """For a module-scoped fixture: objects built once for the whole module inside a
@@ -180,7 +189,7 @@ def module_world(django_db_blocker: Any) -> Iterator[None]:
             LEARNCREDITS_OPERATOR_TOKEN=OPERATOR_TOKEN, LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE=True
         ),
     ):
-        outer = transaction.atomic()
+        outer = rolled_back_like_autocommit()
         outer.__enter__()
         try:
             yield

@@ -29,6 +29,7 @@ STEP_TIMEOUT = 240
 WRITER = r"""
 import os, pathlib, time
 from learncredits.catalog.models import Content
+from learncredits.billing import purchases
 from learncredits.credits import actions
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
@@ -39,7 +40,7 @@ stop, ready = pathlib.Path(os.environ["STOP_FILE"]), pathlib.Path(os.environ["RE
 deadline = time.monotonic() + float(os.environ.get("WRITER_SECONDS", "60"))
 n = 0
 while not stop.exists() and time.monotonic() < deadline:
-    actions.purchase_credits(org, 2, actor="writer")
+    purchases.purchase_credits(org, 2, actor="writer")
     person = tenancy.create_employee(org, name=f"Writer {n}", email=f"writer{n}@backup.example")
     made = actions.assign_bulk(org, content_id=content.pk, employee_ids=[person.pk], actor="writer")
     if n % 2:

@@ -25,6 +25,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
+from learncredits.billing import purchases
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
@@ -107,7 +108,7 @@ def world(db: None) -> World:
     bob = create_employee(org, name="Bob", email="bob@example.com")
     course = create_content(title="Compliance", premium=True, credit_cost=2, xapi_activity_id=None)
     free = create_content(title="Free", premium=False, credit_cost=0, xapi_activity_id=None)
-    purchase = actions.purchase_credits(org, 5, actor=ACTOR)
+    purchase = purchases.purchase_credits(org, 5, actor=ACTOR).purchase
     created = actions.assign_bulk(
         org, content_id=course.pk, employee_ids=[alice.pk, bob.pk], actor=ACTOR
     ).created

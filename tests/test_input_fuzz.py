@@ -55,7 +55,7 @@ from hypothesis import strategies as st
 from learncredits import ids
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry
-from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok
+from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok, rolled_back_like_autocommit
 from tests.test_isolation import PAGE_LEARNER, PAGE_PUBLIC, PAGES, _walk
 
 pytestmark = pytest.mark.django_db
@@ -448,7 +448,12 @@ def _build_world() -> World:
         org=org["id"],
         key=key["key"],
         users=users,
-        path_values={**pk, "uidb64": "MQ", "token": "set-password"},
+        path_values={
+            **pk,
+            "uidb64": "MQ",
+            "token": "set-password",
+            "intent_id": purchase["provider_reference"],
+        },
         api_values={
             "org_id": [org["id"]],
             "employee_id": employees,
@@ -502,7 +507,7 @@ def _learn_forms(world: World) -> None:
         if page.method != "GET":
             continue
         url = page_url(world, page, "cancel")
-        with transaction.atomic():
+        with rolled_back_like_autocommit():
             response = signed_in(world, page.who).get(url)
             transaction.set_rollback(True)
         if response.get("Content-Type", "").split(";")[0] != "text/html":
@@ -547,7 +552,7 @@ def check(response: Any, what: str) -> None:
 
 def send(client: Client, method: str, url: str, pairs: list[tuple[str, str]]) -> Any:
     body = encode(pairs)
-    with transaction.atomic():
+    with rolled_back_like_autocommit():
         django_cache.clear()  # rate limits and the like start fresh for every example
         if method == "GET":
             response = client.get(url, QUERY_STRING=body)
@@ -642,7 +647,7 @@ def test_no_api_query_parameter_is_a_server_error(world, operation):
     def run(pairs: list[tuple[str, str]], who: str) -> None:
         query = encode(pairs)
         client = Client(raise_request_exception=False)
-        with transaction.atomic():
+        with rolled_back_like_autocommit():
             django_cache.clear()
             response = client.generic(method, url, QUERY_STRING=query, **clients[who])
             check(response, f"{who} {method} {url}?{query}"[:2000])

@@ -146,6 +146,7 @@ PAGES: dict[str, str] = {
     "settings/billing/ledger.csv": PAGE_ADMIN,
     "settings/billing/invoices/<int:invoice_id>": PAGE_ADMIN,
     "settings/billing/invoices/<int:invoice_id>.pdf": PAGE_ADMIN,
+    "payments/test/authenticate/<str:intent_id>": PAGE_ADMIN,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is
@@ -316,6 +317,7 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
         f"{label}_asg_started": started,
         f"{label}_pur": purchase["id"],
         f"{label}_inv": purchase["invoice_id"],
+        f"{label}_intent": purchase["provider_reference"],
         f"{label}_whk": webhook,
     }
     for kind in ("emp", "asg", "inv"):
@@ -768,10 +770,16 @@ PAGE_PARAMS = {
     "assignment_id": "{a_asg_pk}",
     "employee_id": "{a_emp_pk}",
     "invoice_id": "{a_inv_pk}",
+    "intent_id": "{a_intent}",
     "uidb64": "MQ",
     "token": "set-password",
 }
-PAGE_UNKNOWN = {"assignment_id": "987654321", "employee_id": "987654321", "invoice_id": "987654321"}
+PAGE_UNKNOWN = {
+    "assignment_id": "987654321",
+    "employee_id": "987654321",
+    "invoice_id": "987654321",
+    "intent_id": "tpi_987654321",
+}
 VERBS = ["cancel", "reassign", "start"]  # "start" is no dashboard action (404 for any id)
 # Forms and queries that name objects by id, filled with org A's ids.
 PAGE_FORMS: dict[str, dict[str, Any]] = {

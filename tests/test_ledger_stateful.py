@@ -31,6 +31,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from learncredits.billing import purchases
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
 from learncredits.credits.models import (
@@ -52,6 +53,7 @@ from learncredits.domain.errors import (
 )
 from learncredits.tenancy.models import Employee
 from learncredits.tenancy.services import create_employee, create_org
+from tests.conftest import rolled_back_like_autocommit
 
 ACTOR = "stateful-test"
 RETAIL_CENTS = 1000
@@ -138,7 +140,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         # Each example runs in a savepoint inside the test's transaction, rolled back in
         # teardown(), so examples never see each other's rows.
-        self._atomic = transaction.atomic()
+        self._atomic = rolled_back_like_autocommit()
         self._atomic.__enter__()
         self.orgs = {
             "paying": OrgModel(
@@ -227,11 +229,11 @@ class LedgerMachine(RuleBasedStateMachine):
         om = self.orgs[org_key]
         if om.declines:  # declined: PaymentFailed, the purchase is failed, nothing added
             with pytest.raises(PaymentFailed):
-                actions.purchase_credits(om.org, quantity, actor=ACTOR)
+                purchases.purchase_credits(om.org, quantity, actor=ACTOR)
             om.failed += 1
             event("purchase declined")
             return
-        result = actions.purchase_credits(om.org, quantity, actor=ACTOR)
+        result = purchases.purchase_credits(om.org, quantity, actor=ACTOR).purchase
         price = unit_price(quantity)
         assert (result.status, result.quantity) == ("paid", quantity)
         assert (result.unit_price_cents, result.total_cents) == (price, quantity * price)

@@ -42,6 +42,13 @@ LEARNCREDITS_OPERATOR_TOKEN = env.str("LEARNCREDITS_OPERATOR_TOKEN", default="")
 
 # Payment provider used for purchases; "test" is built in (see billing/payments.py).
 LEARNCREDITS_PAYMENT_PROVIDER = env.str("LEARNCREDITS_PAYMENT_PROVIDER", default="test")
+# Checked at start, not at the first purchase: a typo must stop the service, not a customer.
+PAYMENT_PROVIDERS = ("test",)
+if LEARNCREDITS_PAYMENT_PROVIDER not in PAYMENT_PROVIDERS:
+    raise ImproperlyConfigured(
+        f"LEARNCREDITS_PAYMENT_PROVIDER is {LEARNCREDITS_PAYMENT_PROVIDER!r}; "
+        f"it must be one of: {', '.join(PAYMENT_PROVIDERS)}"
+    )
 # Largest request body the API accepts; bulk assignment of 10,000 ids fits comfortably.
 LEARNCREDITS_MAX_BODY_BYTES = env.int("LEARNCREDITS_MAX_BODY_BYTES", default=1024 * 1024)
 # Monthly invoices are due this many days after issue (then past_due).

@@ -978,6 +978,11 @@ class BankRun:
 
     def check(self) -> dict[str, Any]:
         t = time.monotonic()
+        # Purchases whose requests died mid-way are settled from the provider's state, as the
+        # worker does after 15 minutes; then every purchase must be paid or failed.
+        reconciled = self.run_command("reconcile-payments", "--older-than-minutes", "0")
+        if reconciled.returncode != 0:
+            raise HarnessError(f"reconcile-payments failed: {reconciled.stderr[-2000:]}")
         with self.pg.connect() as conn:
             anomalies = check_invariants(conn, self.journal)
         code, output = self.verify_ledger()
@@ -1100,6 +1105,32 @@ def _org_pk(public_id: str) -> int:
     return pk
 
 
+def _check_purchase_write(a: Anomalies, w: Write, row: tuple[Any, ...] | None) -> None:
+    """A purchase as the client saw it against the purchase its key names."""
+    if not w.acknowledged:
+        a.stats["unacked_applied" if row else "unacked_not_applied"] += 1
+        return
+    if w.status == 201:
+        said = w.response.get("id") if isinstance(w.response, dict) else None
+        if row is None or f"pur_{row[0]}" != said:
+            a.add("acknowledged_write_missing", f"purchase {w.path} key={w.key}: {row}")
+        elif w.response.get("status") == "paid" and row[2] != "paid":
+            a.add("acknowledged_answer_differs", f"purchase {said}: said paid, db {row[2]}")
+    elif w.status == 402:
+        if row is None or row[2] != "failed":
+            a.add("acknowledged_answer_differs", f"purchase key={w.key}: 402, db {row}")
+    elif row is not None:
+        a.add("unexpected_refusal", f"purchase {w.path}: {w.status} {w.response}, db {row}")
+
+
+def decrypt(body: Any) -> bytes:
+    """A stored idempotent answer in clear (they are encrypted at rest with a key derived
+    from SECRET_KEY, which the servers got from this process's environment)."""
+    from learncredits.secrets_at_rest import decrypt as decrypt_at_rest
+
+    return decrypt_at_rest(bytes(body))
+
+
 def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomalies:
     """Compare what the clients were told with what the database holds (module docstring)."""
     a = Anomalies()
@@ -1109,7 +1140,7 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
     records: dict[str, tuple[str, int, Any]] = {}
     for scope, key, status, body in rows:
         try:
-            parsed = json.loads(bytes(body)) if body else None
+            parsed = json.loads(decrypt(body)) if body else None
         except ValueError:
             parsed = None
         if key in records:
@@ -1118,9 +1149,16 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
     purchases = {
         r[0]: r
         for r in conn.execute(
-            "SELECT id, org_id, status, quantity FROM credits_purchase"
+            "SELECT id, org_id, status, quantity, idempotency_key, total_cents, provider_reference"
+            " FROM credits_purchase"
         ).fetchall()
     }
+    # Purchases keep their Idempotency-Key on the purchase row, not in the idempotency table
+    # (they call the payment provider, never inside the request's transaction).
+    purchase_by_key = {row[4]: row for row in purchases.values() if row[4]}
+    intents = conn.execute(
+        "SELECT id, reference, amount_cents, status FROM billing_testpaymentintent"
+    ).fetchall()
     assignments = {
         r[0]: r
         for r in conn.execute(
@@ -1164,6 +1202,9 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
             a.add("client_reused_key", w.key)
         writes_by_key[w.key] = w
         record = records.get(w.key)
+        if w.kind == "purchase":
+            _check_purchase_write(a, w, purchase_by_key.get(w.key))
+            continue
         if w.acknowledged:
             if record is None:
                 a.add("acknowledged_write_missing", f"{w.kind} {w.path} key={w.key}")
@@ -1185,6 +1226,11 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
 
     def answer(w: Write) -> tuple[int, Any] | None:
         """The definitive answer the server committed for this write, if any."""
+        if w.kind == "purchase":
+            row = purchase_by_key.get(w.key)
+            if row is None or row[2] != "paid":
+                return None
+            return 201, {"id": f"pur_{row[0]}"}
         record = records.get(w.key)
         return (record[1], record[2]) if record else None
 
@@ -1248,6 +1294,23 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
     for pk, count in purchase_refs.items():
         if count > 1:
             a.add("purchase_answered_twice", f"pur_{pk}: {count}")
+    # Money: exactly one succeeded charge per paid purchase, of its total; none for a purchase
+    # that is not paid; so the money taken equals the money the paid purchases say.
+    succeeded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for intent in intents:
+        if intent[3] == "succeeded":
+            succeeded[str(intent[1])].append(intent)
+    for pk, row in purchases.items():
+        charges = succeeded.pop(f"pur_{pk}", [])
+        want = 1 if row[2] == "paid" else 0
+        if len(charges) != want or (want and charges[0][2] != row[5]):
+            a.add("purchase_charged_wrong", f"pur_{pk} {row[2]}: {len(charges)} charges")
+        if want and row[6] != f"tpi_{charges[0][0] if charges else '?'}":
+            a.add("purchase_reference_wrong", f"pur_{pk}: {row[6]}")
+    for reference, charges in succeeded.items():
+        if reference.startswith("pur_"):
+            a.add("charge_without_purchase", f"{reference}: {len(charges)} charges")
+    a.checked.update(charges=sum(1 for i in intents if i[3] == "succeeded"))
     # One receipt per paid purchase, and invoice numbers without gaps or repeats.
     receipts = Counter(purchase for _, kind, purchase in invoices if kind == "purchase")
     for pk, row in purchases.items():

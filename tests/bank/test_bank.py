@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from learncredits.secrets_at_rest import encrypt
 from tests.bank.harness import (
     BankRun,
     Config,
@@ -136,7 +137,8 @@ def unlocked_adjustments(
                             "INSERT INTO api_idempotencyrecord (scope, key, request_hash,"
                             " status_code, content_type, body, created_at)"
                             " VALUES (%s, %s, %s, 201, 'application/json', %s, now())",
-                            [scope, key, "0" * 64, json.dumps(answer).encode()],
+                            # Encrypted at rest, as the service stores its answers.
+                            [scope, key, "0" * 64, encrypt(json.dumps(answer).encode())],
                         )
                         conn.execute(
                             "UPDATE credits_balance SET credits = %s WHERE org_id = %s",

@@ -30,6 +30,7 @@ from learncredits.api.auth import (
 )
 from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.api.problems import from_domain_error, problem, validation_problem
+from learncredits.billing import purchases
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
 from learncredits.credits import actions
@@ -303,15 +304,19 @@ def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> 
 @api.post(
     "/orgs/{org_id}/purchases", response=responses(201, s.PurchaseOut, 402), tags=["purchases"]
 )
-def post_purchase(request: HttpRequest, org_id: str, body: s.PurchaseIn) -> Status[Any]:
+def post_purchase(
+    request: HttpRequest, response: HttpResponse, org_id: str, body: s.PurchaseIn
+) -> Status[Any]:
     org = org_for(request, org_id)
-    purchase = actions.purchase_credits(
+    opened = purchases.purchase_credits(
         org,
         body.quantity,
         actor=caller(request).label,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    return Status(201, out.purchase(purchase))
+    if opened.existing:  # the same Idempotency-Key as before: this purchase, carried on
+        response["Idempotent-Replayed"] = "true"
+    return Status(201, out.purchase(opened.purchase))
 
 
 @api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])

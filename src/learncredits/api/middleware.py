@@ -155,6 +155,12 @@ def _fingerprints(message: bytes) -> list[str]:
     return found
 
 
+# Purchases keep the key on the purchase row (billing/purchases.py): they call a payment
+# provider, which must never happen inside the request's transaction that this middleware
+# holds open, and a retry after a crash must find the pending purchase, not start again.
+_KEEPS_ITS_OWN_KEY = re.compile(r"^/api/v1/orgs/[^/]+/purchases$")
+
+
 class IdempotencyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -165,6 +171,8 @@ class IdempotencyMiddleware:
             return self.get_response(request)
         if not 1 <= len(key) <= MAX_KEY_LENGTH:
             return validation_problem(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+        if _KEEPS_ITS_OWN_KEY.match(request.path):
+            return self.get_response(request)
         principal = principal_for(request)
         if principal is None:
             return self.get_response(request)  # the view answers 401

@@ -162,6 +162,11 @@ class QuoteOut(Schema):
     better_total_cents: int | None
 
 
+class NextAction(Schema):
+    type: Literal["authenticate"]
+    url: str
+
+
 class PurchaseOut(Schema):
     id: str
     quantity: int
@@ -170,6 +175,11 @@ class PurchaseOut(Schema):
     currency: str
     status: Literal["pending", "paid", "failed"]
     invoice_id: str | None
+    # The payment intent at the provider; the decline code of a failed payment.
+    provider_reference: str | None
+    decline_code: str | None
+    # While pending on the customer: where they authenticate (3-D Secure).
+    next_action: NextAction | None
     created_at: str
 
 

@@ -96,6 +96,13 @@ def purchase(p: Purchase) -> dict[str, Any]:
         "currency": p.currency,
         "status": p.status,
         "invoice_id": _receipt_id(p),
+        "provider_reference": p.provider_reference or None,
+        "decline_code": p.decline_code or None,
+        "next_action": (
+            {"type": "authenticate", "url": p.action_url}
+            if p.status == Purchase.Status.PENDING and p.action_url
+            else None
+        ),
         "created_at": iso(p.created_at),
     }
 

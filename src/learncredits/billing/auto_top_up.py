@@ -85,47 +85,86 @@ def configure(org: Organization, rule: RuleIn) -> Any:
 
 
 def run_auto_top_up(org_id: int) -> str:
-    """Buy if the rule says so; returns what happened (for logs and tests)."""
-    from learncredits.billing.models import AutoTopUp
-    from learncredits.credits.actions import purchase_credits
-    from learncredits.credits.models import Balance, Purchase
-    from learncredits.notify.events import emit
+    """Buy if the rule says so; returns what happened (for logs and tests).
 
-    with transaction.atomic():
+    The decision and the pending purchase are committed together under a lock on the rule;
+    the charge happens after, outside any transaction. A run that finds a pending auto
+    top-up (a crashed or concurrent run's) carries that one on instead of buying again, and
+    the database allows only one pending auto top-up per org.
+    """
+    from learncredits.billing.models import AutoTopUp
+    from learncredits.billing.payments import get_provider
+    from learncredits.billing.purchases import create_pending, settle_purchase
+    from learncredits.credits.models import Balance, Purchase
+
+    provider = get_provider()
+    with transaction.atomic(durable=True):
         rule = AutoTopUp.objects.select_for_update().filter(org_id=org_id).first()
         if rule is None or not rule.enabled:
             return "no rule"
-        org = Organization.objects.get(pk=org_id)
-        balance = Balance.objects.get(org_id=org_id)
-        available = balance.credits - balance.assigned
-        if available >= rule.below_available:
-            return "not needed"
-        start, end = period_bounds(period_of(timezone.now(), org.timezone), org.timezone)
-        this_month = Purchase.objects.filter(
-            org_id=org_id,
-            actor=ACTOR,
-            status=Purchase.Status.PAID,
-            created_at__gte=start,
-            created_at__lt=end,
-        ).aggregate(count=Count("pk"), credits=Sum("quantity"))
-        bought = int(this_month["credits"] or 0)
-        if this_month["count"] >= rule.max_purchases_per_month:
-            return "monthly purchase limit reached"
-        wanted = rule.quantity or (rule.target_available or 0) - available
-        quantity = min(wanted, rule.max_credits_per_month - bought)
-        if quantity <= 0:
-            return "monthly credit limit reached"
-        try:
-            purchase_credits(org, quantity, actor=ACTOR)
-        except PaymentFailed as exc:
-            rule.enabled = False
-            rule.disabled_reason = exc.detail[:500]
-            rule.updated_at = timezone.now()
-            rule.save(update_fields=["enabled", "disabled_reason", "updated_at"])
-            Organization.objects.filter(pk=org_id).update(auto_top_up_below=None)
-            emit(org_id, "auto_top_up.failed", {"quantity": quantity, "reason": exc.detail})
-            return "declined; rule disabled"
-    return f"bought {quantity}"
+        purchase = Purchase.objects.filter(
+            org_id=org_id, actor=ACTOR, status=Purchase.Status.PENDING
+        ).first()
+        if purchase is None:
+            org = Organization.objects.get(pk=org_id)
+            balance = Balance.objects.get(org_id=org_id)
+            available = balance.credits - balance.assigned
+            if available >= rule.below_available:
+                return "not needed"
+            start, end = period_bounds(period_of(timezone.now(), org.timezone), org.timezone)
+            this_month = Purchase.objects.filter(
+                org_id=org_id,
+                actor=ACTOR,
+                status=Purchase.Status.PAID,
+                created_at__gte=start,
+                created_at__lt=end,
+            ).aggregate(count=Count("pk"), credits=Sum("quantity"))
+            bought = int(this_month["credits"] or 0)
+            if this_month["count"] >= rule.max_purchases_per_month:
+                return "monthly purchase limit reached"
+            wanted = rule.quantity or (rule.target_available or 0) - available
+            quantity = min(wanted, rule.max_credits_per_month - bought)
+            if quantity <= 0:
+                return "monthly credit limit reached"
+            purchase = create_pending(org, quantity, actor=ACTOR, provider_name=provider.name)
+    try:
+        purchase = settle_purchase(purchase, provider)
+    except PaymentFailed as exc:
+        _switch_off(org_id, purchase.quantity, exc.detail)
+        return "declined; rule disabled"
+    if purchase.status == Purchase.Status.PENDING and purchase.action_url:
+        # Nobody is there to authenticate an automatic charge: give it up and say so.
+        from learncredits.billing.payments import PaymentOutcome, PaymentStatus
+        from learncredits.billing.purchases import apply_outcome
+
+        provider.cancel(purchase.provider_reference)
+        reason = "the card needs the cardholder to authenticate; buy once from the dashboard"
+        apply_outcome(
+            purchase,
+            PaymentOutcome(
+                intent_id=purchase.provider_reference,
+                status=PaymentStatus.FAILED,
+                decline_code="authentication_required",
+                failure_reason=reason,
+            ),
+        )
+        _switch_off(org_id, purchase.quantity, reason)
+        return "needs authentication; rule disabled"
+    return f"bought {purchase.quantity}" if purchase.status == "paid" else "payment pending"
+
+
+def _switch_off(org_id: int, quantity: int, reason: str) -> None:
+    """A declined automatic charge is not retried in a loop: the rule goes off, the org is
+    told, and an admin turns it on again."""
+    from learncredits.billing.models import AutoTopUp
+    from learncredits.notify.events import emit
+
+    with transaction.atomic(durable=True):
+        AutoTopUp.objects.filter(org_id=org_id).update(
+            enabled=False, disabled_reason=reason[:500], updated_at=timezone.now()
+        )
+        Organization.objects.filter(pk=org_id).update(auto_top_up_below=None)
+        emit(org_id, "auto_top_up.failed", {"quantity": quantity, "reason": reason})
 
 
 def run_due() -> int:

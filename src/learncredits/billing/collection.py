@@ -1,9 +1,11 @@
 """Collecting monthly invoices through the payment provider, with retries on a schedule.
 
-Each attempt is one append-only ``InvoicePayment`` row, made under a lock on the invoice
-row, with a provider idempotency key derived from the invoice and the attempt number: a
-crash after the provider charged but before our commit is retried with the same key, so
-the provider charges once (the pattern zulip's billing uses with its ledger row ids).
+Each attempt is an ``InvoiceCharge`` committed before the provider is called, and the
+provider's intent id is committed on it before the intent is confirmed (the same three steps
+as a purchase, billing/purchases.py): a crash at any point is carried on by the next run
+with the same attempt and the same intent, so an invoice is charged at most once per
+attempt, and never twice in all. The attempt's result is written once, as its append-only
+``InvoicePayment`` row, by a conditional pending -> done.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from django.utils import timezone
 
 from learncredits import ids
 from learncredits.billing.invoicing import invoice_status
-from learncredits.billing.models import Invoice, InvoicePayment
-from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
+from learncredits.billing.models import Invoice, InvoiceCharge, InvoicePayment
+from learncredits.billing.payments import (
+    PaymentOutcome,
+    PaymentProvider,
+    PaymentRequest,
+    PaymentStatus,
+    get_provider,
+)
 from learncredits.notify.events import emit
 
 logger = logging.getLogger(__name__)
@@ -30,32 +38,90 @@ def collect_invoice(
 ) -> str:
     """Charge an unpaid monthly invoice once; returns its status afterwards."""
     provider = provider or get_provider()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         invoice = Invoice.objects.select_for_update().select_related("org").get(pk=invoice_id)
         if invoice.payments.filter(approved=True).exists():
             return "paid"
-        attempt = invoice.payments.count() + 1
-        result = provider.charge(
-            ChargeRequest(
+        charge = invoice.charges.filter(status=InvoiceCharge.Status.PENDING).first()
+        if charge is None:
+            charge = InvoiceCharge.objects.create(
                 org_id=invoice.org_id,
-                billing_email=invoice.org.billing_email,
+                invoice=invoice,
+                attempt=invoice.payments.count() + 1,
                 amount_cents=invoice.total_cents,
+                provider=provider.name,
+            )
+    outcome = _charge(charge, invoice, provider)
+    _record(charge, invoice, outcome, now=now)
+    invoice.refresh_from_db()
+    return invoice_status(invoice, now=now)
+
+
+def _charge(charge: InvoiceCharge, invoice: Invoice, provider: PaymentProvider) -> PaymentOutcome:
+    """Create (once) and confirm (once) the attempt's intent, outside any transaction."""
+    if not charge.provider_reference:
+        created = provider.create_intent(
+            PaymentRequest(
+                reference=f"{ids.encode('invoice', invoice.pk)}.attempt_{charge.attempt}",
+                org_id=invoice.org_id,
+                customer="",
+                billing_email=invoice.org.billing_email,
+                amount_cents=charge.amount_cents,
                 currency=invoice.currency,
                 description=f"Invoice {invoice.number}",
-                idempotency_key=f"invoice:{invoice.pk}:attempt:{attempt}",
             )
         )
+        with transaction.atomic(durable=True):
+            stored = InvoiceCharge.objects.filter(pk=charge.pk, provider_reference="").update(
+                provider_reference=created.intent_id
+            )
+        if not stored:
+            provider.cancel(created.intent_id)  # a concurrent run stored its own first
+        charge.refresh_from_db()
+    outcome = provider.retrieve(charge.provider_reference)
+    if outcome.status == PaymentStatus.OPEN:
+        outcome = provider.confirm(charge.provider_reference)
+    if outcome.status == PaymentStatus.REQUIRES_ACTION:
+        # Nobody is there to authenticate a monthly charge: it fails, and is retried.
+        provider.cancel(charge.provider_reference)
+        outcome = PaymentOutcome(
+            intent_id=charge.provider_reference,
+            status=PaymentStatus.FAILED,
+            decline_code="authentication_required",
+            failure_reason="the card needs the cardholder to authenticate",
+        )
+    return outcome
+
+
+def _record(
+    charge: InvoiceCharge, invoice: Invoice, outcome: PaymentOutcome, *, now: datetime | None
+) -> None:
+    """The attempt's result, written once (whoever gets here first)."""
+    if outcome.status not in (
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    ):
+        return  # still processing at the provider: the next run looks again
+    approved = outcome.status == PaymentStatus.SUCCEEDED
+    reason = "" if approved else (outcome.failure_reason or "the payment did not go through")
+    with transaction.atomic(durable=True):
+        done = InvoiceCharge.objects.filter(
+            pk=charge.pk, status=InvoiceCharge.Status.PENDING
+        ).update(status=InvoiceCharge.Status.DONE)
+        if not done:
+            return
         InvoicePayment.objects.create(
             org_id=invoice.org_id,
             invoice=invoice,
-            attempt=attempt,
-            approved=result.approved,
-            amount_cents=invoice.total_cents,
-            reference=result.reference[:200],
-            failure_reason=result.failure_reason[:500],
+            attempt=charge.attempt,
+            approved=approved,
+            amount_cents=charge.amount_cents,
+            reference=outcome.intent_id[:200],
+            failure_reason=reason[:500],
             attempted_at=now or timezone.now(),
         )
-        if not result.approved:
+        if not approved:
             schedule = settings.LEARNCREDITS_COLLECTION_RETRY_DAYS
             emit(
                 invoice.org_id,
@@ -64,12 +130,11 @@ def collect_invoice(
                     "id": ids.encode("invoice", invoice.pk),
                     "number": invoice.number,
                     "total_cents": invoice.total_cents,
-                    "attempt": attempt,
-                    "reason": result.failure_reason,
-                    "will_retry": attempt <= len(schedule),
+                    "attempt": charge.attempt,
+                    "reason": reason,
+                    "will_retry": charge.attempt <= len(schedule),
                 },
             )
-    return invoice_status(invoice, now=now)
 
 
 def retry_due_collections(

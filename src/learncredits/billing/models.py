@@ -152,3 +152,54 @@ class AutoTopUp(models.Model):
                 name="autotopup_limits_positive",
             ),
         ]
+
+
+class TestPaymentIntent(models.Model):
+    """The built-in test provider's own record of a payment intent (billing/payments.py).
+
+    It plays the provider's side: a real provider keeps intents on its servers, and so that
+    tests can count charges and fault tests can find double charges, this one keeps them
+    here. Nothing of ours refers to these rows except by the id the provider handed out.
+    """
+
+    __test__ = False  # not a test class, whatever its name says
+
+    reference = models.CharField(max_length=100)  # ours, as a provider keeps it in metadata
+    org_id = models.BigIntegerField()
+    amount_cents = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    # "open", "requires_action", "succeeded", "failed", "canceled" (payments.PaymentStatus)
+    status = models.CharField(max_length=20, default="open")
+    # The test card this intent charges: "" approves, a trigger declines or asks to authenticate.
+    card = models.CharField(max_length=20, blank=True, default="")
+    decline_code = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+
+class InvoiceCharge(models.Model):
+    """A collection attempt while it runs: committed before the provider is called, with the
+    provider's intent id stored before that intent is confirmed, so a crash or a concurrent
+    run carries the same attempt on instead of charging again. Its result is written once,
+    as the attempt's append-only ``InvoicePayment``."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="charges")
+    attempt = models.IntegerField()
+    amount_cents = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    provider = models.CharField(max_length=32)
+    provider_reference = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "attempt"], name="charge_attempt_unique"),
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(status="pending"), name="charge_one_pending"
+            ),
+        ]

@@ -1,56 +1,237 @@
-"""Payment providers: how a purchase is paid before its credits are added.
+"""Payment providers: the one interface every charge goes through.
 
-``TestProvider`` is the built-in provider for development, demos and tests. It approves
-every charge except for organizations whose billing email's local part contains
-``+decline`` (for example ``billing+decline@example.com``): those are declined, so the
-failure path can be exercised end to end without a real card network.
+A charge is a payment intent with the provider, in three steps that each survive a crash:
+``create_intent`` (unconfirmed, carrying our reference in its metadata), then our row stores
+the intent's id and commits, then ``confirm``. A retry finds the stored id and continues with
+``retrieve``/``confirm``, so one purchase can never become two charges, even with a provider
+that ignores idempotency keys. An intent created but never stored is never confirmed: it
+charges nothing.
+
+No provider call may run inside a database transaction: a charge is not undone by a
+rollback, and a lock held across a network call stalls every other writer. ``get_provider``
+hands out providers wrapped in a guard that refuses any call made inside one.
+
+``TestProvider`` is the built-in provider for development, demos and tests. It keeps its
+intents in its own table (``billing.TestPaymentIntent``), as a real provider keeps them on its
+side, so tests can count charges. It approves every charge except for organizations whose
+billing email's local part carries a trigger: ``+decline`` (declined, ``card_declined``),
+``+insufficient`` (declined, ``insufficient_funds``), ``+3ds`` (the charge needs the customer
+to authenticate before it succeeds).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
-DECLINE_TRIGGER = "+decline"
+
+class PaymentStatus(StrEnum):
+    OPEN = "open"  # created, not confirmed yet (or still processing)
+    REQUIRES_ACTION = "requires_action"  # the customer must authenticate (3-D Secure)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
 
 
 @dataclass(frozen=True)
-class ChargeRequest:
+class PaymentRequest:
+    """What to charge. ``reference`` names our row (``pur_12``, ``inv_7.attempt_2``) and is
+    kept in the intent's metadata, so the provider's side can always be matched to ours."""
+
+    reference: str
     org_id: int
+    customer: str  # the org's customer at the provider; "" where the provider needs none
     billing_email: str
     amount_cents: int
     currency: str
     description: str
-    # Stable per purchase: a provider that sees it twice must charge once.
-    idempotency_key: str
 
 
 @dataclass(frozen=True)
-class ChargeResult:
-    approved: bool
-    reference: str = ""
+class PaymentOutcome:
+    intent_id: str
+    status: PaymentStatus
+    amount_cents: int = 0
+    decline_code: str = ""
     failure_reason: str = ""
+    # Where the customer completes authentication (REQUIRES_ACTION).
+    action_url: str = ""
 
 
 class PaymentProvider(Protocol):
     name: str
 
-    def charge(self, request: ChargeRequest) -> ChargeResult: ...
+    def create_intent(self, request: PaymentRequest) -> PaymentOutcome:
+        """A new unconfirmed intent (status OPEN); nothing is charged yet."""
+        ...
+
+    def confirm(self, intent_id: str) -> PaymentOutcome:
+        """Charge the intent. Confirming one that already succeeded charges nothing more."""
+        ...
+
+    def retrieve(self, intent_id: str) -> PaymentOutcome:
+        """The intent's state at the provider, changing nothing."""
+        ...
+
+    def cancel(self, intent_id: str) -> None:
+        """Give up an unconfirmed intent (one that lost a race to be stored)."""
+        ...
+
+
+class ProviderCallInTransaction(RuntimeError):
+    """A provider was called inside a database transaction: a programming error."""
+
+
+def in_transaction() -> bool:
+    """Whether a transaction of ours is open on the default connection. The test suite's
+    own per-test transaction (Django's TestCase) does not count: it stands for autocommit."""
+    blocks = connection.atomic_blocks
+    return bool(blocks) and not getattr(blocks[-1], "_from_testcase", False)
+
+
+class _Guarded:
+    """Forwards to a provider, refusing any call made inside a database transaction."""
+
+    def __init__(self, inner: PaymentProvider) -> None:
+        self._inner = inner
+        self.name = inner.name
+
+    def _check(self, what: str) -> None:
+        if in_transaction():
+            raise ProviderCallInTransaction(
+                f"{self.name}.{what} called inside a database transaction; commit first"
+            )
+
+    def create_intent(self, request: PaymentRequest) -> PaymentOutcome:
+        self._check("create_intent")
+        return self._inner.create_intent(request)
+
+    def confirm(self, intent_id: str) -> PaymentOutcome:
+        self._check("confirm")
+        return self._inner.confirm(intent_id)
+
+    def retrieve(self, intent_id: str) -> PaymentOutcome:
+        self._check("retrieve")
+        return self._inner.retrieve(intent_id)
+
+    def cancel(self, intent_id: str) -> None:
+        self._check("cancel")
+        self._inner.cancel(intent_id)
+
+
+# --- the built-in test provider ------------------------------------------------------------------
+
+DECLINE_TRIGGERS = {"+decline": "card_declined", "+insufficient": "insufficient_funds"}
+AUTHENTICATE_TRIGGER = "+3ds"
+TEST_INTENT_PREFIX = "tpi_"
+
+
+def _outcome(intent: object) -> PaymentOutcome:
+    from learncredits.billing.models import TestPaymentIntent
+
+    assert isinstance(intent, TestPaymentIntent)
+    return PaymentOutcome(
+        intent_id=f"{TEST_INTENT_PREFIX}{intent.pk}",
+        status=PaymentStatus(intent.status),
+        amount_cents=intent.amount_cents,
+        decline_code=intent.decline_code,
+        failure_reason=(
+            f"{intent.decline_code.replace('_', ' ')} (test card)" if intent.decline_code else ""
+        ),
+        action_url=(
+            f"{settings.LEARNCREDITS_BASE_URL}/payments/test/authenticate/"
+            f"{TEST_INTENT_PREFIX}{intent.pk}"
+            if intent.status == PaymentStatus.REQUIRES_ACTION
+            else ""
+        ),
+    )
 
 
 class TestProvider:
-    """Approves charges, except for billing emails carrying the ``+decline`` trigger."""
+    """A provider with state of its own, in its own table, so tests can count charges."""
 
     name = "test"
+    __test__ = False  # not a test class, whatever its name says
 
-    def charge(self, request: ChargeRequest) -> ChargeResult:
+    def _get(self, intent_id: str) -> object:
+        from learncredits.billing.models import TestPaymentIntent
+
+        pk = intent_id.removeprefix(TEST_INTENT_PREFIX)
+        found = TestPaymentIntent.objects.filter(pk=int(pk) if pk.isascii() and pk.isdigit() else 0)
+        intent = found.first()
+        if intent is None:
+            raise LookupError(f"no test payment intent {intent_id}")
+        return intent
+
+    def create_intent(self, request: PaymentRequest) -> PaymentOutcome:
+        from learncredits.billing.models import TestPaymentIntent
+
         local_part = request.billing_email.partition("@")[0].lower()
-        if DECLINE_TRIGGER in local_part:
-            return ChargeResult(approved=False, failure_reason="card declined (test trigger)")
-        return ChargeResult(approved=True, reference=f"test_{uuid.uuid4().hex}")
+        intent = TestPaymentIntent.objects.create(
+            reference=request.reference,
+            org_id=request.org_id,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            card=next(
+                (
+                    trigger
+                    for trigger in (*DECLINE_TRIGGERS, AUTHENTICATE_TRIGGER)
+                    if trigger in local_part
+                ),
+                "",
+            ),
+        )
+        return _outcome(intent)
+
+    def confirm(self, intent_id: str) -> PaymentOutcome:
+        from learncredits.billing.models import TestPaymentIntent
+
+        intent = self._get(intent_id)
+        assert isinstance(intent, TestPaymentIntent)
+        if intent.status != PaymentStatus.OPEN:
+            return _outcome(intent)  # confirming twice charges once
+        if intent.card in DECLINE_TRIGGERS:
+            status, code = PaymentStatus.FAILED, DECLINE_TRIGGERS[intent.card]
+        elif intent.card == AUTHENTICATE_TRIGGER:
+            status, code = PaymentStatus.REQUIRES_ACTION, ""
+        else:
+            status, code = PaymentStatus.SUCCEEDED, ""
+        # Conditional, like a provider's own state machine: two confirmations racing on one
+        # intent charge it once.
+        TestPaymentIntent.objects.filter(pk=intent.pk, status=PaymentStatus.OPEN).update(
+            status=status, decline_code=code, confirmed_at=timezone.now()
+        )
+        return self.retrieve(intent_id)
+
+    def retrieve(self, intent_id: str) -> PaymentOutcome:
+        return _outcome(self._get(intent_id))
+
+    def cancel(self, intent_id: str) -> None:
+        from learncredits.billing.models import TestPaymentIntent
+
+        intent = self._get(intent_id)
+        TestPaymentIntent.objects.filter(
+            pk=getattr(intent, "pk", 0), status=PaymentStatus.OPEN
+        ).update(status=PaymentStatus.CANCELED)
+
+    def authenticate(self, intent_id: str, *, approve: bool) -> PaymentOutcome:
+        """The customer's answer to the authentication step (what 3-D Secure does in a
+        browser with a real card network)."""
+        from learncredits.billing.models import TestPaymentIntent
+
+        intent = self._get(intent_id)
+        TestPaymentIntent.objects.filter(
+            pk=getattr(intent, "pk", 0), status=PaymentStatus.REQUIRES_ACTION
+        ).update(
+            status=PaymentStatus.SUCCEEDED if approve else PaymentStatus.FAILED,
+            decline_code="" if approve else "authentication_failed",
+        )
+        return self.retrieve(intent_id)
 
 
 _PROVIDERS: dict[str, type] = {"test": TestProvider}
@@ -58,5 +239,4 @@ _PROVIDERS: dict[str, type] = {"test": TestProvider}
 
 def get_provider(name: str | None = None) -> PaymentProvider:
     provider_cls = _PROVIDERS[name or settings.LEARNCREDITS_PAYMENT_PROVIDER]
-    provider: PaymentProvider = provider_cls()
-    return provider
+    return _Guarded(provider_cls())

@@ -10,7 +10,7 @@ from django_tasks import task
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.compat import normalize_json, task_enqueued
 
-from learncredits.billing import auto_top_up
+from learncredits.billing import auto_top_up, purchases
 from learncredits.billing.collection import collect_invoice, retry_due_collections
 from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice
@@ -77,11 +77,18 @@ enqueue_collection = _EnqueueCollection()
 
 @task()
 def billing_tick() -> dict[str, int]:
-    """Periodic: close each org's month once it has ended, and retry declined charges."""
+    """Periodic: close each org's month once it has ended, retry declined charges, and settle
+    purchases a crash or a lost webhook left pending."""
     issued = auto_close_due(on_issue=enqueue_collection)
     retried = retry_due_collections()
     topped_up = auto_top_up.run_due()
-    return {"invoices_issued": issued, "collections_retried": retried, "auto_top_ups": topped_up}
+    reconciled = purchases.reconcile_pending()
+    return {
+        "invoices_issued": issued,
+        "collections_retried": retried,
+        "auto_top_ups": topped_up,
+        "purchases_reconciled": sum(reconciled.values()) - reconciled["waiting"],
+    }
 
 
 @task()

@@ -22,7 +22,6 @@ from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.billing import auto_top_up
 from learncredits.billing.invoicing import issue_receipt
-from learncredits.billing.payments import ChargeRequest, PaymentProvider, get_provider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import sql
@@ -35,14 +34,12 @@ from learncredits.credits.models import (
     LotDraw,
     Purchase,
 )
-from learncredits.domain import pricing
 from learncredits.domain.balance import Counters, is_at_risk, split_start
 from learncredits.domain.errors import (
     EmployeeInactive,
     InsufficientCredits,
     InvalidState,
     NotFound,
-    PaymentFailed,
     ValidationFailed,
 )
 from learncredits.domain.lifecycle import Action, Outcome, decide
@@ -789,62 +786,12 @@ def _add_lot(
     return entry
 
 
-def purchase_credits(
-    org: Organization,
-    quantity: int,
-    *,
-    actor: str,
-    provider: PaymentProvider | None = None,
-    idempotency_key: str | None = None,
+def mark_purchase_paid(
+    org: Organization, purchase: Purchase, *, reference: str, actor: str
 ) -> Purchase:
-    """Buy credits at the best rate: charge first, add the credits once the charge succeeds.
-
-    The purchase row is written (pending) before the charge, and turned paid by a
-    conditional update under the balance lock, so its credits are added exactly once. A
-    declined charge marks it failed, adds nothing and raises PaymentFailed.
-    """
-    book = current_price_book()
-    quote = pricing.quote(book, quantity)
-    provider = provider or get_provider()
-    with transaction.atomic():
-        purchase = Purchase.objects.create(
-            org_id=org.pk,
-            quantity=quantity,
-            unit_price_cents=quote.unit_price_cents,
-            total_cents=quote.total_cents,
-            retail_unit_price_cents=book.retail_unit_price_cents,
-            currency=quote.currency,
-            provider=provider.name,
-            actor=actor,
-        )
-    result = provider.charge(
-        ChargeRequest(
-            org_id=org.pk,
-            billing_email=org.billing_email,
-            amount_cents=quote.total_cents,
-            currency=quote.currency,
-            description=f"{quantity} learncredits credits",
-            # Scoped by org and caller (two orgs may pick the same Idempotency-Key), and
-            # without a client key, by the purchase row.
-            idempotency_key=(
-                f"purchase:org_{org.pk}:{actor}:{idempotency_key}"
-                if idempotency_key
-                else f"purchase:pur_{purchase.pk}"
-            ),
-        )
-    )
-    if not result.approved:
-        Purchase.objects.filter(pk=purchase.pk, status=Purchase.Status.PENDING).update(
-            status=Purchase.Status.FAILED, failure_reason=result.failure_reason[:500]
-        )
-        raise PaymentFailed(
-            f"the payment was declined: {result.failure_reason}",
-            purchase_id=ids.encode("purchase", purchase.pk),
-        )
-    return _mark_paid(org, purchase, reference=result.reference, actor=actor)
-
-
-def _mark_paid(org: Organization, purchase: Purchase, *, reference: str, actor: str) -> Purchase:
+    """Add a paid purchase's credits, exactly once: a conditional pending -> paid under the
+    balance lock, so the provider's answer, its webhook and reconciliation may all report the
+    same payment and only the first adds the lot, the ledger entry and the receipt."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
         now = timezone.now()

@@ -51,13 +51,29 @@ class Purchase(models.Model):
     provider = models.CharField(max_length=32)
     provider_reference = models.CharField(max_length=200, blank=True, default="")
     failure_reason = models.CharField(max_length=500, blank=True, default="")
+    # The provider's reason code for a decline ("card_declined", "insufficient_funds").
+    decline_code = models.CharField(max_length=60, blank=True, default="")
+    # While the payment waits for the customer to authenticate (3-D Secure): where they do.
+    action_url = models.CharField(max_length=500, blank=True, default="")
     actor = models.CharField(max_length=200)
+    # The client's Idempotency-Key (or one of ours, as auto top-up's): a retry after any crash
+    # finds this purchase and carries it on, instead of buying again.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["org", "-id"], name="purchase_org_id")]
         constraints = [
+            models.UniqueConstraint(
+                fields=["org", "idempotency_key"], name="purchase_idempotency_key_unique"
+            ),
+            # Auto top-up carries a pending purchase on instead of opening a second one.
+            models.UniqueConstraint(
+                fields=["org"],
+                condition=Q(actor="system:auto_top_up", status="pending"),
+                name="purchase_one_pending_auto_top_up",
+            ),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="purchase_quantity_pos"),
             models.CheckConstraint(
                 condition=Q(total_cents=F("quantity") * F("unit_price_cents")),

@@ -61,3 +61,10 @@ class Forbidden(DomainError):
 class Unauthenticated(DomainError):
     code = "unauthenticated"
     title = "Unauthenticated"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """The same Idempotency-Key was sent before with another request."""
+
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"

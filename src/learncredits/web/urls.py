@@ -11,6 +11,11 @@ app_name = "web"
 urlpatterns = [
     path("", views.home, name="marketplace"),
     path("login", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "payments/test/authenticate/<str:intent_id>",
+        views.test_authenticate,
+        name="test_authenticate",
+    ),
     path("logout", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password-reset",

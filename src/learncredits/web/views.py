@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -26,10 +27,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from learncredits import ids
 from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
-from learncredits.billing import auto_top_up, reports
+from learncredits.billing import auto_top_up, purchases, reports
 from learncredits.billing.documents import invoice_page, invoice_pdf
 from learncredits.billing.invoicing import with_status
 from learncredits.billing.models import AutoTopUp, Invoice
+from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import actions
@@ -140,23 +142,70 @@ def buy(request: HttpRequest) -> HttpResponse:
             quantity = _int(
                 request.POST.get("quantity"), "quantity", low=1, high=pricing.MAX_PURCHASE_QUANTITY
             )
-            purchase = actions.purchase_credits(_org(request), quantity, actor=_actor(request))
+            purchase = purchases.purchase_credits(
+                _org(request),
+                quantity,
+                actor=_actor(request),
+                # Made when the form was shown: a second click, a resubmitted form or a
+                # retry after a dropped connection finds this purchase instead of buying again.
+                idempotency_key=_form_purchase_key(request),
+            ).purchase
         except DomainError as exc:
             _fail(request, exc)
             context = _quote_context(request.POST.get("quantity"))
+            context["purchase_key"] = uuid.uuid4().hex  # trying again is a new purchase
             return render(
                 request,
                 "web/buy.html",
                 context,
                 status=422 if not isinstance(exc, ValidationFailed) else 400,
             )
+        if purchase.status == Purchase.Status.PENDING and purchase.action_url:
+            return redirect(purchase.action_url)  # the card asks the admin to authenticate
+        if purchase.status == Purchase.Status.PENDING:
+            messages.info(request, "The payment is being processed; the credits follow shortly.")
+            return redirect("web:billing")
         messages.success(
             request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
         )
         return redirect("web:invoice", invoice_id=purchase.receipt.pk)
     context = _quote_context(request.GET.get("quantity"))
     context["book"] = current_price_book()
+    context["purchase_key"] = uuid.uuid4().hex
     return render(request, "web/buy.html", context)
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def test_authenticate(request: HttpRequest, intent_id: str) -> HttpResponse:
+    """The built-in test provider's stand-in for a bank's 3-D Secure page: the admin approves
+    or refuses the charge, and the purchase is carried on exactly as a real provider's
+    answer would carry it."""
+    purchase = Purchase.objects.filter(
+        org=_org(request), provider="test", provider_reference=intent_id
+    ).first()
+    if purchase is None:
+        raise Http404("no such payment")
+    if request.method == "GET":
+        return render(request, "web/test_authenticate.html", {"purchase": purchase})
+    provider = TestProvider()
+    outcome = provider.authenticate(intent_id, approve=request.POST.get("answer") == "approve")
+    purchase = purchases.apply_outcome(purchase, outcome)
+    if purchase.status == Purchase.Status.PAID:
+        messages.success(
+            request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
+        )
+        return redirect("web:invoice", invoice_id=purchase.receipt.pk)
+    messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
+    return redirect("web:buy")
+
+
+def _form_purchase_key(request: HttpRequest) -> str | None:
+    """The buy form's one-time key, scoped to the admin who submits it."""
+    key = request.POST.get("purchase_key", "")
+    if not key or len(key) > 64 or not key.isascii() or not key.isalnum():
+        return None
+    return f"dashboard:usr_{request.user.pk}:{key}"
 
 
 @org_admin

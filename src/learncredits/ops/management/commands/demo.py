@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from learncredits.billing import purchases
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
@@ -93,7 +94,7 @@ class Command(BaseCommand):
             )
             for name in PEOPLE
         ]
-        actions.purchase_credits(org, 100, actor=ACTOR)
+        purchases.purchase_credits(org, 100, actor=ACTOR)
         harassment = Content.objects.get(title=PREMIUM[0][0])
         result = actions.assign_bulk(
             org, content_id=harassment.pk, employee_ids=[e.pk for e in employees[:8]], actor=ACTOR
