@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,3 +308,64 @@ def flushable(_append_only_triggers: dict[str, str], django_db_blocker: Any) -> 
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         for name in _append_only_triggers:
             cursor.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+
+
+# --- processes and threads shared by the concurrency, server and fault tests -----------------
+
+HOST = "127.0.0.1"
+
+
+def console_script() -> str:
+    """The installed ``learncredits`` command, as an operator runs it."""
+    beside_python = Path(sys.executable).parent / "learncredits"
+    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
+    assert found, "the learncredits console script is not installed"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def run_threads(
+    n: int,
+    work: Callable[[int, Any], Any],
+    *,
+    setup: Callable[[int], Any] | None = None,
+    timeout: float = 60.0,
+) -> list[Any]:
+    """Run ``work(i, setup(i))`` in ``n`` threads released together by a barrier.
+
+    ``setup`` (building a client, say) runs before the barrier so that the requests
+    themselves start at once. Every thread closes its database connection when done.
+    Returns the results in thread order; any exception in a thread fails the test.
+    """
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    failures: list[str] = []
+
+    def body(i: int) -> None:
+        try:
+            state = setup(i) if setup else None
+            barrier.wait(timeout=30)
+            results[i] = work(i, state)
+        except BaseException:
+            failures.append(f"thread {i}:\n{traceback.format_exc()}")
+            barrier.abort()
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=body, args=(i,), name=f"lc-{i}", daemon=True) for i in range(n)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, f"threads still running after {timeout}s (a deadlock?): {stuck}"
+    assert not failures, "\n".join(failures)
+    return results

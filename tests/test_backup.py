@@ -16,12 +16,13 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import console_script
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 STEP_TIMEOUT = 240
@@ -52,13 +53,6 @@ while not stop.exists() and time.monotonic() < deadline:
         ready.touch()
 print(f"WRITER {n}")
 """
-
-
-def console_script() -> str:
-    beside_python = Path(sys.executable).parent / "learncredits"
-    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
-    assert found, "the learncredits console script is not installed"
-    return found
 
 
 def env_for(database_url: str, **extra: str) -> dict[str, str]:

@@ -10,22 +10,18 @@ gap, across receipts (purchases) and monthly invoices (closes) issued side by si
 
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import time_machine
-from django.db import connection
 
 from learncredits import ids
 from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice, InvoiceLine, InvoiceSequence, PeriodClose
 from learncredits.credits.models import LedgerEntry, Purchase
-from tests.conftest import OPERATOR_TOKEN, Api, OrgHandle, Response, ok
+from tests.conftest import OPERATOR_TOKEN, Api, OrgHandle, Response, ok, run_threads
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -38,33 +34,6 @@ def mid_march() -> Iterator[None]:
     """The clock runs (tick=True) from the middle of March 2026, in every thread."""
     with time_machine.travel(datetime(YEAR, 3, 15, 12, tzinfo=UTC), tick=True):
         yield
-
-
-def run_threads(n: int, work: Callable[[int], Any], timeout: float = 60.0) -> list[Any]:
-    """Run ``work(i)`` in ``n`` threads released together; each closes its connection."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    failures: list[str] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException:
-            failures.append(f"thread {i}:\n{traceback.format_exc()}")
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not [t for t in threads if t.is_alive()], f"threads still running after {timeout}s"
-    assert not failures, "\n".join(failures)
-    return results
 
 
 def answered(response: Response, status: int) -> Any:
@@ -108,7 +77,7 @@ def assert_every_overage_billed_once() -> None:
 
 
 def close_all_at_once(n: int, period: str) -> list[int]:
-    def work(_: int) -> int:
+    def work(_: int, __: Any) -> int:
         caller = Api(OPERATOR_TOKEN)
         return answered(caller.post("/billing/close-period", {"period": period}), 200)[
             "invoices_issued"
@@ -152,7 +121,7 @@ def test_closes_racing_new_overages_bill_each_overage_exactly_once(
     operator = Api(OPERATOR_TOKEN)
     answered(operator.post("/billing/close-period", {"period": PERIOD}), 200)  # nothing yet
 
-    def work(i: int) -> int:
+    def work(i: int, _: Any) -> int:
         if i < len(orgs):  # starters: one org each, overages one after another
             org = orgs[i]
             caller = Api(org.key)
@@ -192,7 +161,7 @@ def test_workers_auto_closing_at_once_issue_each_month_once(mid_march, make_org,
                 answered(org.act(assignment_id, "start"), 200)
         quiet = make_org("Quiet")
 
-    issued = run_threads(4, lambda _: auto_close_due())
+    issued = run_threads(4, lambda *_: auto_close_due())
 
     assert sum(issued) == 2
     assert Invoice.objects.filter(kind="monthly", period="2026-02").count() == 2
@@ -212,7 +181,7 @@ def test_eight_threads_issuing_receipts_and_monthly_invoices_get_gapless_numbers
     pending = {org.id: pending_assignments(org, content, 3) for org in closers}
     quantities = [1, 50, 100, 7, 250]
 
-    def work(i: int) -> list[Response]:
+    def work(i: int, _: Any) -> list[Response]:
         responses = []
         if i < 4:  # purchases of four different orgs, each issuing a receipt
             org = buyers[i]

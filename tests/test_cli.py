@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from django.core.management import call_command
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, Purchase
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
-from tests.conftest import Api, ok
+from tests.conftest import Api, console_script, ok
 
 KEY_LINE = re.compile(r"API key:\s+(\S+)")
 ORG_LINE = re.compile(r"organization:.*\((org_\d+)\)")
@@ -155,13 +153,6 @@ def test_verify_ledger_exits_non_zero_on_a_mismatch(org):
 
 
 # --- the console script ----------------------------------------------------------------------
-
-
-def console_script() -> str:
-    beside_python = Path(sys.executable).parent / "learncredits"
-    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
-    assert found, "the learncredits console script is not installed"
-    return found
 
 
 def run_script(args: list[str], cwd: Path, database: Path) -> subprocess.CompletedProcess[str]:

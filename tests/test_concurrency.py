@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q
 
 from learncredits import ids
@@ -37,7 +37,7 @@ from learncredits.credits.models import (
     Purchase,
 )
 from learncredits.credits.verify import verify_ledger
-from tests.conftest import OPERATOR_TOKEN, Api, OrgHandle, Response, table_snapshot
+from tests.conftest import OPERATOR_TOKEN, Api, OrgHandle, Response, run_threads, table_snapshot
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -46,48 +46,6 @@ CHARGED = [Assignment.Status.STARTED, Assignment.Status.COMPLETED]
 
 
 # --- the harness ---------------------------------------------------------------------------
-
-
-def run_threads(
-    n: int,
-    work: Callable[[int, Any], Any],
-    *,
-    setup: Callable[[int], Any] | None = None,
-    timeout: float = 60.0,
-) -> list[Any]:
-    """Run ``work(i, setup(i))`` in ``n`` threads released together by a barrier.
-
-    ``setup`` (building a client, say) runs before the barrier so that the requests
-    themselves start at once. Every thread closes its database connection when done.
-    Returns the results in thread order; any exception in a thread fails the test.
-    """
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    failures: list[str] = []
-
-    def body(i: int) -> None:
-        try:
-            state = setup(i) if setup else None
-            barrier.wait(timeout=30)
-            results[i] = work(i, state)
-        except BaseException:
-            failures.append(f"thread {i}:\n{traceback.format_exc()}")
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=body, args=(i,), name=f"lc-{i}", daemon=True) for i in range(n)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threads if t.is_alive()]
-    assert not stuck, f"threads still running after {timeout}s (a deadlock?): {stuck}"
-    assert not failures, "\n".join(failures)
-    return results
 
 
 def server_errors(caplog: pytest.LogCaptureFixture) -> str:

@@ -25,9 +25,8 @@ from learncredits.billing.models import Invoice
 from learncredits.domain.errors import ValidationFailed
 from learncredits.domain.periods import ensure_begun
 from learncredits.tenancy import services as tenancy
-from tests.conftest import OrgHandle, ok
-from tests.test_cli import console_script
-from tests.test_sqlite_concurrency import HOST, server  # noqa: F401 (a fixture)
+from tests.conftest import HOST, OrgHandle, console_script, ok
+from tests.test_sqlite_concurrency import server  # noqa: F401 (a fixture)
 
 # --- SECRET_KEY: no public default outside DEBUG ---------------------------------------------
 

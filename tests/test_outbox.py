@@ -18,7 +18,6 @@ import email.policy
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ from learncredits.notify import delivery
 from learncredits.notify.delivery import LEASE, dispatch_events, run_once
 from learncredits.notify.models import Alert, EmailMessage, Event, WebhookDelivery
 from learncredits.tenancy.models import Organization
-from tests.conftest import ON_POSTGRES, OrgHandle, ok
+from tests.conftest import ON_POSTGRES, OrgHandle, free_port, ok
 from tests.test_webhooks import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -53,12 +52,6 @@ BILLING_LINK = BASE_URL + "/settings/billing"
 
 
 # --- a real SMTP server on loopback ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

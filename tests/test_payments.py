@@ -232,8 +232,7 @@ def test_reconciliation_settles_what_crashes_left_pending(org, crash_after):
 # --- auto top-up and monthly collection ------------------------------------------------------
 
 
-def test_auto_top_up_carries_on_a_crashed_charge_instead_of_buying_again(org, crash_after):
-    organization = the_org(org)
+def top_up_20_below_5(organization: Organization) -> None:
     auto_top_up.configure(
         organization,
         auto_top_up.RuleIn(
@@ -245,6 +244,11 @@ def test_auto_top_up_carries_on_a_crashed_charge_instead_of_buying_again(org, cr
             max_credits_per_month=1000,
         ),
     )
+
+
+def test_auto_top_up_carries_on_a_crashed_charge_instead_of_buying_again(org, crash_after):
+    organization = the_org(org)
+    top_up_20_below_5(organization)
     crash_after("confirm")
     with pytest.raises(Crash):
         auto_top_up.run_auto_top_up(organization.pk)
@@ -267,17 +271,7 @@ def test_the_database_allows_one_pending_auto_top_up_per_org(org):
 def test_a_declined_auto_top_up_switches_the_rule_off(make_org):
     org = make_org("Declines", billing_email="billing+decline@example.com")
     organization = the_org(org)
-    auto_top_up.configure(
-        organization,
-        auto_top_up.RuleIn(
-            enabled=True,
-            below_available=5,
-            quantity=20,
-            target_available=None,
-            max_purchases_per_month=10,
-            max_credits_per_month=1000,
-        ),
-    )
+    top_up_20_below_5(organization)
     assert auto_top_up.run_auto_top_up(organization.pk) == "declined; rule disabled"
     assert not AutoTopUp.objects.get(org=organization).enabled
     assert auto_top_up.run_auto_top_up(organization.pk) == "no rule"

@@ -18,9 +18,7 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from django.utils import timezone
 from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.tenancy.models import ApiKey, Employee
-from tests.conftest import OPERATOR_TOKEN, Api, ok
+from tests.conftest import OPERATOR_TOKEN, Api, console_script, ok
 
 pytestmark = pytest.mark.django_db
 
@@ -328,13 +326,6 @@ def test_security_headers_on_pages_and_api(org):
 def test_no_hsts_in_embedded_http_mode(org):
     response = Client().get("/login")
     assert "Strict-Transport-Security" not in response
-
-
-def console_script() -> str:
-    beside_python = Path(sys.executable).parent / "learncredits"
-    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
-    assert found, "the learncredits console script is not installed"
-    return found
 
 
 def production_env(tmp_path: Path) -> dict[str, str]:

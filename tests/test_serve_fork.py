@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import console_script
-from tests.test_sqlite_concurrency import HOST, free_port
+from tests.conftest import HOST, console_script, free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 

@@ -18,14 +18,10 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,13 +37,21 @@ from django.test import Client
 
 from learncredits.audit.models import AuditEvent
 from learncredits.tenancy.models import Employee, Membership, SignInThrottle
-from tests.conftest import ON_POSTGRES, Api, OrgHandle, ok
+from tests.conftest import (
+    HOST,
+    ON_POSTGRES,
+    Api,
+    OrgHandle,
+    console_script,
+    free_port,
+    ok,
+    run_threads,
+)
 
 PASSWORD = "Correct-Horse-Battery-42"
 WRONG = "wrong-password"
 BURST = 50
 LIMIT = 5
-HOST = "127.0.0.1"
 
 
 # --- counting real password checks -------------------------------------------------------------
@@ -96,33 +100,6 @@ def sign_in(client: Client, username: str, password: str) -> Attempt:
     return Attempt(response.status_code, "_auth_user_id" in client.session)
 
 
-def run_threads(n: int, work: Callable[[int], Any], timeout: float = 120.0) -> list[Any]:
-    """``work(i)`` in ``n`` threads released together; each closes its connection."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    failures: list[str] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException:
-            failures.append(f"thread {i}:\n{traceback.format_exc()}")
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not [t for t in threads if t.is_alive()], "threads still running (a deadlock?)"
-    assert not failures, "\n".join(failures)
-    return results
-
-
 def burst_with_the_right_password_inside(
     n: int,
     wrong: Callable[[int], Attempt],
@@ -133,7 +110,7 @@ def burst_with_the_right_password_inside(
     right password must be refused rather than being lucky to come first)."""
     answered = threading.Semaphore(0)
 
-    def work(i: int) -> Attempt:
+    def work(i: int, _: Any) -> Attempt:
         if i == n:
             for _ in range(LIMIT):
                 assert answered.acquire(timeout=90), "the wrong attempts did not answer"
@@ -226,19 +203,6 @@ if _path:
 
     hashers.Argon2PasswordHasher.verify = _verify
 '''
-
-
-def console_script() -> str:
-    beside_python = Path(sys.executable).parent / "learncredits"
-    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
-    assert found, "the learncredits console script is not installed"
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -22,11 +22,8 @@ import json
 import os
 import random
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -37,24 +34,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import HOST, console_script, free_port
+
 THREADS = 16
 REQUESTS_PER_THREAD = 25
 EMPLOYEES_PER_ORG = 30
 GRANT = 10
-HOST = "127.0.0.1"
-
-
-def console_script() -> str:
-    beside_python = Path(sys.executable).parent / "learncredits"
-    found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
-    assert found, "the learncredits console script is not installed"
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
