@@ -104,6 +104,10 @@ DOMAIN_CODE_MEANING = {
     "EmployeeInactive": "assigning or reassigning to a deactivated employee",
     "MalformedRequest": "the body could not be read at all (not JSON)",
     "ValidationFailed": "a field is missing, of the wrong type or out of range",
+    "IdempotencyKeyReused": "an Idempotency-Key sent before with another request",
+    "PaymentMethodRequired": (
+        "buying with the stripe provider and no card on file (nothing was bought)"
+    ),
 }
 
 MIDDLE = """\

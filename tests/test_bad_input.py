@@ -455,6 +455,11 @@ ROUTES = [
     Route("POST", "/billing/close-period", {"period": "2024-01"}, operator_only=True,
           required=("period",)),
     Route("GET", "/billing/statement", params={"period": "2024-01"}, operator_only=True),
+    Route("POST", "/orgs/{a}/purchases/{a_pur}/refund", {"credits": 1, "reason": "unused"},
+          operator_only=True, required=("credits", "reason")),
+    Route("POST", "/orgs/{a}/invoices/{a_inv}/credit-note",
+          {"assignment_ids": ["{a_asg}"], "reason": "disputed"}, operator_only=True,
+          required=("assignment_ids", "reason")),
     # operator or the org's own key
     Route("GET", "/orgs/{a}"),
     Route("GET", "/orgs/{a}/balance"),
@@ -496,6 +501,10 @@ ROUTES = [
     Route("PUT", "/orgs/{a}/auto-top-up", AUTO_TOP_UP,
           required=("enabled", "below_available", "max_purchases_per_month",
                     "max_credits_per_month")),
+    Route("PUT", "/orgs/{a}/payment-method", {"payment_method": "pm_card_visa"},
+          required=("payment_method",)),
+    Route("GET", "/orgs/{a}/payment-method"),
+    Route("DELETE", "/orgs/{a}/payment-method"),
     # xAPI (HTTP Basic: the org id and one of its keys)
     Route("POST", "/xapi/statements", statement(NEW_STATEMENT, "e1@a.example"),
           basic_auth=True, headers=XAPI_VERSION),

@@ -723,6 +723,8 @@ STATEMENT_FIELDS = [
     "overage_cents",
     "deferred_opening_cents",
     "deferred_closing_cents",
+    "refunded_credits",
+    "refunded_cents",
     "currency",
 ]
 
@@ -754,6 +756,8 @@ def test_statement_cost_basis_is_first_in_first_out_across_lots(make_org, make_c
         "overage_cents": 0,
         "deferred_opening_cents": 0,
         "deferred_closing_cents": 90 * 850,
+        "refunded_credits": 0,
+        "refunded_cents": 0,
         "currency": "USD",
     }
     february = statement(org, "2026-02")
@@ -770,17 +774,23 @@ def test_statement_cost_basis_is_first_in_first_out_across_lots(make_org, make_c
         "overage_cents": 5 * 1000,
         "deferred_opening_cents": 90 * 850,
         "deferred_closing_cents": 0,
+        "refunded_credits": 0,
+        "refunded_cents": 0,
         "currency": "USD",
     }
     for s in (january, february):
         assert s["deferred_closing_cents"] == (
-            s["deferred_opening_cents"] + s["purchased_cents"] - s["recognized_cents"]
+            s["deferred_opening_cents"]
+            + s["purchased_cents"]
+            - s["recognized_cents"]
+            - s["refunded_cents"]
         )
         assert s["closing_credits"] == (
             s["opening_credits"]
             + s["purchased_credits"]
             + s["granted_credits"]
             - s["consumed_credits"]
+            - s["refunded_credits"]
         )
     assert february["opening_credits"] == january["closing_credits"]
     assert february["deferred_opening_cents"] == january["deferred_closing_cents"]
@@ -876,6 +886,8 @@ class Model:
                     "consumed_credits",
                     "purchased_cents",
                     "recognized_cents",
+                    "refunded_credits",
+                    "refunded_cents",
                 ],
                 0,
             ),
@@ -902,6 +914,14 @@ class Model:
             m["recognized_cents"] += take * lot[1]
         assert quantity == 0
 
+    def refund(self, period: str, lot_index: int, quantity: int) -> None:
+        """Credits of one purchase given back: from that purchase's own lot, not FIFO."""
+        self.lots[lot_index][0] -= quantity
+        self.credits -= quantity
+        m = self.month(period)
+        m["refunded_credits"] += quantity
+        m["refunded_cents"] += quantity * self.lots[lot_index][1]
+
     def deferred(self) -> int:
         return sum(remaining * unit for remaining, unit in self.lots)
 
@@ -912,6 +932,7 @@ OPERATION = st.one_of(
     st.tuples(st.just("remove"), st.integers(1, 80)),
     st.tuples(st.just("assign"), st.sampled_from([1, 5, 20, 80, 300])),
     st.tuples(st.just("start"), st.integers(0, 1000)),
+    st.tuples(st.just("refund"), st.integers(1, 60)),
 )
 TIMED = st.tuples(OPERATION, st.integers(1, 31), st.integers(0, 23), st.sampled_from([0, 30, 59]))
 
@@ -947,6 +968,7 @@ def test_statements_reconcile_month_after_month(make_org, make_content, operator
         contents: dict[int, str] = {}
     model = Model()
     pending: list[tuple[str, int]] = []  # (assignment id, cost)
+    bought: list[tuple[str, int]] = []  # (purchase id, its lot's index in the model)
     overage = dict.fromkeys([f"{y}-{m:02d}" for y, m in months], 0)
     closing: dict[str, tuple[int, int]] = {}  # the model's credits and deferred cents
 
@@ -963,6 +985,7 @@ def test_statements_reconcile_month_after_month(make_org, make_content, operator
                     purchase = org.buy(value)
                     assert purchase["total_cents"] == value * purchase["unit_price_cents"]
                     model.add(period, value, purchase["unit_price_cents"], purchased=True)
+                    bought.append((purchase["id"], len(model.lots) - 1))
                 elif kind == "grant":
                     body = {"credits": value, "reason": "grant"}
                     ok(operator.post(org.path("/adjustments"), body), 201)
@@ -980,6 +1003,19 @@ def test_statements_reconcile_month_after_month(make_org, make_content, operator
                         contents[value] = make_content(value, f"Course {value}")
                     created = org.assign(contents[value], [org.employee()])["data"]
                     pending.append((created[0]["id"], value))
+                elif kind == "refund":
+                    if not bought:
+                        continue
+                    purchase_id, lot_index = bought[-1]
+                    available = model.credits - sum(cost for _, cost in pending)
+                    refundable = max(0, min(model.lots[lot_index][0], available))
+                    body = {"credits": value, "reason": "refund"}
+                    response = operator.post(org.path(f"/purchases/{purchase_id}/refund"), body)
+                    if value > refundable:
+                        refused(response, 409, "refund_exceeds_available")
+                    else:
+                        ok(response, 201)
+                        model.refund(period, lot_index, value)
                 elif pending:
                     assignment_id, cost = pending.pop(value % len(pending))
                     started = ok(org.act(assignment_id, "start"))
@@ -1006,13 +1042,17 @@ def test_statements_reconcile_month_after_month(make_org, make_content, operator
         assert (s["closing_credits"], s["deferred_closing_cents"]) == closing[s["period"]]
         # The identity, to the cent, and the chain from one month to the next.
         assert s["deferred_closing_cents"] == (
-            s["deferred_opening_cents"] + s["purchased_cents"] - s["recognized_cents"]
+            s["deferred_opening_cents"]
+            + s["purchased_cents"]
+            - s["recognized_cents"]
+            - s["refunded_cents"]
         )
         assert s["closing_credits"] == (
             s["opening_credits"]
             + s["purchased_credits"]
             + s["granted_credits"]
             - s["consumed_credits"]
+            - s["refunded_credits"]
         )
         assert s["opening_credits"] == opening_credits
         assert s["deferred_opening_cents"] == opening_deferred
@@ -1022,7 +1062,11 @@ def test_statements_reconcile_month_after_month(make_org, make_content, operator
     total_purchased = sum(
         p["total_cents"] for p in ok(org.api.get(org.path("/purchases"), limit=500))["data"]
     )
-    assert sum(s["recognized_cents"] for s in statements) + opening_deferred == total_purchased
+    refunded = sum(s["refunded_cents"] for s in statements)
+    assert (
+        sum(s["recognized_cents"] for s in statements) + refunded + opening_deferred
+        == total_purchased
+    )
 
 
 # --- usage -----------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ ADMIN = "admin"  # the operator console: staff only
 ADMIN_PUBLIC = "admin-public"  # the console's sign-in and sign-out
 PROBE = "health-probe"  # liveness and readiness for the load balancer: no auth, no org data
 PROBES = {"healthz", "readyz"}
+PROVIDER_WEBHOOK = "provider-webhook"  # the payment provider's signed callbacks: no session
+PROVIDER_WEBHOOKS = {"stripe/webhook"}
 
 API_ROUTES: dict[str, str] = {
     # operator-only
@@ -80,6 +82,8 @@ API_ROUTES: dict[str, str] = {
     "PUT api/v1/pricing": OPERATOR,
     "POST api/v1/billing/close-period": OPERATOR,
     "GET api/v1/billing/statement": OPERATOR,
+    "POST api/v1/orgs/<org_id>/purchases/<purchase_id>/refund": OPERATOR,
+    "POST api/v1/orgs/<org_id>/invoices/<invoice_id>/credit-note": OPERATOR,
     # the catalog and the price book, readable with any key
     "GET api/v1/content": CATALOG,
     "GET api/v1/pricing": CATALOG,
@@ -115,6 +119,9 @@ API_ROUTES: dict[str, str] = {
     "GET api/v1/orgs/<org_id>/webhooks/<webhook_id>/deliveries": ORG,
     "GET api/v1/orgs/<org_id>/auto-top-up": ORG,
     "PUT api/v1/orgs/<org_id>/auto-top-up": ORG,
+    "PUT api/v1/orgs/<org_id>/payment-method": ORG,
+    "GET api/v1/orgs/<org_id>/payment-method": ORG,
+    "DELETE api/v1/orgs/<org_id>/payment-method": ORG,
     # xAPI statements (HTTP Basic)
     "POST api/v1/xapi/statements": XAPI,
     "PUT api/v1/xapi/statements": XAPI,
@@ -147,6 +154,7 @@ PAGES: dict[str, str] = {
     "settings/billing/invoices/<int:invoice_id>": PAGE_ADMIN,
     "settings/billing/invoices/<int:invoice_id>.pdf": PAGE_ADMIN,
     "payments/test/authenticate/<str:intent_id>": PAGE_ADMIN,
+    "settings/payment": PAGE_ADMIN,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is
@@ -179,6 +187,8 @@ class Route:
             return ADMIN_PUBLIC if self.name in ADMIN_PUBLIC_NAMES else ADMIN
         if self.namespace == "" and self.route in PROBES:
             return PROBE
+        if self.namespace == "" and self.route in PROVIDER_WEBHOOKS:
+            return PROVIDER_WEBHOOK
         return None
 
 
@@ -472,6 +482,11 @@ BODIES: dict[str, Any] = {
         "password": "Mallory-Password-42",
     },
     "POST api/v1/orgs/<org_id>/adjustments": {"credits": 1000, "reason": "free credits"},
+    "POST api/v1/orgs/<org_id>/purchases/<purchase_id>/refund": {"credits": 1, "reason": "x"},
+    "POST api/v1/orgs/<org_id>/invoices/<invoice_id>/credit-note": {
+        "assignment_ids": ["{a_asg}"],
+        "reason": "x",
+    },
     "POST api/v1/content": {"title": "Mallory 101", "premium": False, "credit_cost": 0},
     "PUT api/v1/pricing": {
         "retail_unit_price_cents": 1,
@@ -490,6 +505,7 @@ BODIES: dict[str, Any] = {
         "max_purchases_per_month": 3,
         "max_credits_per_month": 100,
     },
+    "PUT api/v1/orgs/<org_id>/payment-method": {"payment_method": "pm_card_visa"},
 }
 QUERIES: dict[str, dict[str, str]] = {
     "GET api/v1/orgs/<org_id>/statement": {"period": "2020-01"},
@@ -760,6 +776,26 @@ def test_health_probes_tell_nothing_about_orgs(world, route):
     text = response.content.decode(errors="replace")
     for marker in world.markers:
         assert marker not in text
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.category == PROVIDER_WEBHOOK], ids=str)
+def test_provider_webhooks_refuse_what_is_not_signed(world, route, settings):
+    """The provider's webhook takes no session or key: only a body signed with the webhook
+    secret changes anything, so anyone's unsigned or badly signed POST changes nothing."""
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_isolation"
+    client = Client(raise_request_exception=False)
+    before = checksums()
+    assert client.get("/" + route.route).status_code == 405
+    body = json.dumps({"type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1"}}})
+    for signature in ("", "t=1,v1=00"):
+        response = client.post(
+            "/" + route.route,
+            body,
+            content_type="application/json",
+            headers={"Stripe-Signature": signature},
+        )
+        assert response.status_code == 400
+    assert changed(before, checksums()) == []
 
 
 # --- dashboard pages --------------------------------------------------------------------------

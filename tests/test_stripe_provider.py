@@ -264,7 +264,7 @@ def test_a_refund_returns_part_of_a_charge(stripe_settings: LocalStripe) -> None
     created = provider.create_intent(request_for(customer, 9000))
     assert provider.confirm(created.intent_id).status == PaymentStatus.SUCCEEDED
 
-    refund_id = stripe_provider.refund(created.intent_id, 2500, "rfd_3")
+    refund_id = stripe_provider.refund_intent(created.intent_id, 2500, "rfd_3")
     assert refund_id.startswith("re_")
     client = stripe_settings.client()
     [refund] = client.v1.refunds.list({"payment_intent": created.intent_id}).data

@@ -40,15 +40,44 @@ SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 LEARNCREDITS_OPERATOR_TOKEN = env.str("LEARNCREDITS_OPERATOR_TOKEN", default="")
 
-# Payment provider used for purchases; "test" is built in (see billing/payments.py).
+# Payment provider used for purchases; "test" is built in (see billing/payments.py), "stripe"
+# charges the org's card on file at Stripe (billing/stripe_provider.py).
 LEARNCREDITS_PAYMENT_PROVIDER = env.str("LEARNCREDITS_PAYMENT_PROVIDER", default="test")
 # Checked at start, not at the first purchase: a typo must stop the service, not a customer.
-PAYMENT_PROVIDERS = ("test",)
+PAYMENT_PROVIDERS = ("test", "stripe")
 if LEARNCREDITS_PAYMENT_PROVIDER not in PAYMENT_PROVIDERS:
     raise ImproperlyConfigured(
         f"LEARNCREDITS_PAYMENT_PROVIDER is {LEARNCREDITS_PAYMENT_PROVIDER!r}; "
         f"it must be one of: {', '.join(PAYMENT_PROVIDERS)}"
     )
+# Stripe: the secret key calls the API, the publishable key is given to Stripe.js in the
+# browser, the webhook secret verifies Stripe's webhooks (POST /stripe/webhook).
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
+# The API base is localstripe, the emulator of the tests (it refuses a few parameters).
+STRIPE_LOCALSTRIPE = env.bool("STRIPE_LOCALSTRIPE", default=False)
+# Where Stripe sends a customer back after 3-D Secure; empty: LEARNCREDITS_BASE_URL's page.
+STRIPE_RETURN_URL = env.str("STRIPE_RETURN_URL", default="")
+# Origins the dashboard's card form loads Stripe.js from and talks to (added to the CSP below).
+PAYMENT_CSP_ORIGINS: list[str] = []
+if LEARNCREDITS_PAYMENT_PROVIDER == "stripe":
+    # Like an unknown provider: a missing key must stop the service at start, not fail the
+    # first customer who buys (or silently accept unverifiable webhooks).
+    for _name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET"):
+        if not globals()[_name]:
+            raise ImproperlyConfigured(
+                f"{_name} is not set, and LEARNCREDITS_PAYMENT_PROVIDER is 'stripe'. Set "
+                f"{_name} (or {_name}_FILE, a file holding it) from the Stripe dashboard "
+                "(Developers > API keys, and Webhooks for STRIPE_WEBHOOK_SECRET)."
+            )
+    for _url in (STRIPE_JS_URL, STRIPE_API_BASE):
+        _scheme, _, _rest = _url.partition("://")
+        _origin = f"{_scheme}://{_rest.split('/', 1)[0]}"
+        if _origin not in PAYMENT_CSP_ORIGINS:
+            PAYMENT_CSP_ORIGINS.append(_origin)
 # Largest request body the API accepts; bulk assignment of 10,000 ids fits comfortably.
 LEARNCREDITS_MAX_BODY_BYTES = env.int("LEARNCREDITS_MAX_BODY_BYTES", default=1024 * 1024)
 # Monthly invoices are due this many days after issue (then past_due).
@@ -144,7 +173,10 @@ CONTENT_SECURITY_POLICY = {
     "EXCLUDE_URL_PREFIXES": ["/api/v1/docs"],
     "DIRECTIVES": {
         "default-src": ["'self'"],
-        "script-src": ["'self'"],
+        "script-src": ["'self'", *PAYMENT_CSP_ORIGINS],
+        # Stripe.js (stripe provider only) frames its card fields and calls its API.
+        **({"frame-src": ["'self'", *PAYMENT_CSP_ORIGINS]} if PAYMENT_CSP_ORIGINS else {}),
+        **({"connect-src": ["'self'", *PAYMENT_CSP_ORIGINS]} if PAYMENT_CSP_ORIGINS else {}),
         # The invoice page carries its own <style> (shared with the PDF), allowed by nonce.
         "style-src": ["'self'", NONCE],
         "img-src": ["'self'", "data:"],

@@ -4,12 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from learncredits.api.app import api
+from learncredits.billing.webhook_views import stripe_webhook
 from learncredits.ops.health import healthz, readyz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("api/v1/", api.urls),
+    path("stripe/webhook", stripe_webhook, name="stripe_webhook"),
     path("admin/", admin.site.urls),
     path("", include("learncredits.web.urls")),
 ]

@@ -492,6 +492,8 @@ def _register_routers() -> None:
     api.add_router("", billing_router)
     api.add_router("", notify_router)
     api.add_router("", xapi_router)
+    api.add_router("", "learncredits.api.refund_routes.router")
+    api.add_router("", "learncredits.api.payment_routes.router")
 
 
 _register_routers()

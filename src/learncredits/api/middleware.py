@@ -155,10 +155,13 @@ def _fingerprints(message: bytes) -> list[str]:
     return found
 
 
-# Purchases keep the key on the purchase row (billing/purchases.py): they call a payment
-# provider, which must never happen inside the request's transaction that this middleware
-# holds open, and a retry after a crash must find the pending purchase, not start again.
-_KEEPS_ITS_OWN_KEY = re.compile(r"^/api/v1/orgs/[^/]+/purchases$")
+# Purchases, refunds and credit notes keep the key on their own rows (billing/purchases.py,
+# billing/refunds.py): they call a payment provider, which must never happen inside the
+# request's transaction that this middleware holds open, and a retry after a crash must find
+# the pending row and carry it on, not start again.
+_KEEPS_ITS_OWN_KEY = re.compile(
+    r"^/api/v1/orgs/[^/]+/(purchases|purchases/[^/]+/refund|invoices/[^/]+/credit-note)$"
+)
 
 
 class IdempotencyMiddleware:

@@ -22,6 +22,8 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.InvalidState: 409,
     errors.InsufficientCredits: 409,
     errors.EmployeeInactive: 409,
+    errors.RefundExceedsAvailable: 409,
+    errors.PaymentMethodRequired: 409,
     errors.MalformedRequest: 400,
     errors.ValidationFailed: 422,
 }

@@ -81,6 +81,16 @@ class PurchaseIn(StrictIn):
     quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 
 
+class RefundIn(StrictIn):
+    credits: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+
+
+class CreditNoteIn(StrictIn):
+    assignment_ids: Annotated[list[PublicId], Field(min_length=1, max_length=10_000)]
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+
+
 class AssignIn(StrictIn):
     content_id: PublicId
     employee_ids: Annotated[list[PublicId], Field(min_length=1, max_length=10_000)]
@@ -180,6 +190,8 @@ class PurchaseOut(Schema):
     decline_code: str | None
     # While pending on the customer: where they authenticate (3-D Secure).
     next_action: NextAction | None
+    # Credits of this purchase refunded so far (POST .../refund).
+    refunded_credits: int
     created_at: str
 
 
@@ -273,15 +285,20 @@ class InvoiceLineOut(Schema):
 class InvoiceOut(Schema):
     id: str
     number: str
-    kind: Literal["purchase", "monthly"]
+    kind: Literal["purchase", "monthly", "credit_note"]
     period: str
-    status: Literal["open", "paid", "past_due"]
+    # credited: unpaid, and cancelled in full by credit notes; a credit note is issued.
+    status: Literal["open", "paid", "past_due", "credited", "issued"]
     currency: str
     lines: list[InvoiceLineOut]
     total_cents: int
     issued_at: str
     due_at: str
     purchase_id: str | None
+    # A credit note's credited invoice; on an invoice, what is still owed after its
+    # payments and credit notes.
+    credits_invoice_id: str | None
+    amount_due_cents: int
 
 
 class StatementOut(Schema):
@@ -297,6 +314,9 @@ class StatementOut(Schema):
     overage_cents: int
     deferred_opening_cents: int
     deferred_closing_cents: int
+    # Credits given back for money, at their lots' prices (not recognized revenue).
+    refunded_credits: int
+    refunded_cents: int
     currency: str
 
 

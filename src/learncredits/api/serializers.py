@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from learncredits import ids
-from learncredits.billing.invoicing import invoice_status
-from learncredits.billing.models import Invoice
+from learncredits.billing.invoicing import amount_due_cents, invoice_status
+from learncredits.billing.models import Invoice, Refund
 from learncredits.billing.reports import Forecast
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
@@ -103,8 +103,16 @@ def purchase(p: Purchase) -> dict[str, Any]:
             if p.status == Purchase.Status.PENDING and p.action_url
             else None
         ),
+        "refunded_credits": refunded_credits(p),
         "created_at": iso(p.created_at),
     }
+
+
+def refunded_credits(p: Purchase) -> int:
+    """Credits of a purchase given back so far (only a paid purchase can have any)."""
+    if p.status != Purchase.Status.PAID:
+        return 0
+    return sum(Refund.objects.filter(purchase_id=p.pk).values_list("credits", flat=True))
 
 
 def _receipt_id(p: Purchase) -> str | None:
@@ -194,6 +202,8 @@ def invoice(i: Invoice) -> dict[str, Any]:
         "issued_at": iso(i.issued_at),
         "due_at": iso(i.due_at),
         "purchase_id": ids.encode("purchase", i.purchase_id),
+        "credits_invoice_id": ids.encode("invoice", i.credits_invoice_id),
+        "amount_due_cents": amount_due_cents(i),
     }
 
 

@@ -128,7 +128,7 @@ def run_auto_top_up(org_id: int) -> str:
                 return "monthly credit limit reached"
             purchase = create_pending(org, quantity, actor=ACTOR, provider_name=provider.name)
     try:
-        purchase = settle_purchase(purchase, provider)
+        purchase = settle_purchase(purchase, provider, off_session=True)
     except PaymentFailed as exc:
         _switch_off(org_id, purchase.quantity, exc.detail)
         return "declined; rule disabled"

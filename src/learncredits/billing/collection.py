@@ -19,7 +19,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from learncredits import ids
-from learncredits.billing.invoicing import invoice_status
+from learncredits.billing.invoicing import amount_due_cents, invoice_status
 from learncredits.billing.models import Invoice, InvoiceCharge, InvoicePayment
 from learncredits.billing.payments import (
     PaymentOutcome,
@@ -44,11 +44,16 @@ def collect_invoice(
             return "paid"
         charge = invoice.charges.filter(status=InvoiceCharge.Status.PENDING).first()
         if charge is None:
+            # What is still owed: the total less its credit notes (a disputed line that was
+            # credited is not charged); nothing at all once credit notes cancel all of it.
+            due = amount_due_cents(invoice)
+            if due == 0:
+                return invoice_status(invoice, now=now)
             charge = InvoiceCharge.objects.create(
                 org_id=invoice.org_id,
                 invoice=invoice,
                 attempt=invoice.payments.count() + 1,
-                amount_cents=invoice.total_cents,
+                amount_cents=due,
                 provider=provider.name,
             )
     outcome = _charge(charge, invoice, provider)
@@ -64,13 +69,16 @@ def _charge(charge: InvoiceCharge, invoice: Invoice, provider: PaymentProvider) 
             PaymentRequest(
                 reference=f"{ids.encode('invoice', invoice.pk)}.attempt_{charge.attempt}",
                 org_id=invoice.org_id,
-                customer="",
+                customer=invoice.org.stripe_customer_id or "",
                 billing_email=invoice.org.billing_email,
                 amount_cents=charge.amount_cents,
                 currency=invoice.currency,
                 description=f"Invoice {invoice.number}",
+                off_session=True,
             )
         )
+        if not created.intent_id:
+            return created  # refused before any intent was made (no card on file)
         with transaction.atomic(durable=True):
             stored = InvoiceCharge.objects.filter(pk=charge.pk, provider_reference="").update(
                 provider_reference=created.intent_id

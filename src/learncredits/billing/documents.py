@@ -11,9 +11,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
-from learncredits.billing.invoicing import invoice_status
-from learncredits.billing.models import Invoice
+from learncredits.billing.invoicing import amount_due_cents, credited_cents, invoice_status
+from learncredits.billing.models import Invoice, Refund
 from learncredits.domain.money import format_cents
+
+TITLES: dict[str, str] = {
+    Invoice.Kind.PURCHASE: "Receipt",
+    Invoice.Kind.MONTHLY: "Invoice",
+    Invoice.Kind.CREDIT_NOTE: "Credit note",
+}
 
 
 def invoice_context(invoice: Invoice) -> dict[str, Any]:
@@ -34,9 +40,25 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
         saving = format_cents(
             (purchase.retail_unit_price_cents - purchase.unit_price_cents) * purchase.quantity
         )
+    credited = invoice.credits_invoice
+    credits_total = credited_cents(invoice) if credited is None else 0
     return {
         "invoice": invoice,
-        "title": "Receipt" if invoice.kind == Invoice.Kind.PURCHASE else "Invoice",
+        "title": TITLES[invoice.kind],
+        # A credit note names the invoice it credits; an invoice with credit notes shows
+        # what they took off and what is still due.
+        "credited": {
+            "kind_label": TITLES[credited.kind],
+            "number": credited.number,
+            "issued_on": credited.issued_at.astimezone(tz).date().isoformat(),
+        }
+        if credited is not None
+        else None,
+        "refunded": credited is not None and Refund.objects.filter(credit_note=invoice).exists(),
+        "credited_total": format_cents(credits_total, invoice.currency),
+        "amount_due": format_cents(amount_due_cents(invoice), invoice.currency)
+        if credits_total
+        else None,
         "seller": settings.LEARNCREDITS_SELLER,
         "seller_address": settings.LEARNCREDITS_SELLER_ADDRESS,
         "issued_on": invoice.issued_at.astimezone(tz).date().isoformat(),

@@ -25,11 +25,13 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from learncredits import ids
 from learncredits.billing.models import (
+    CreditNoteSequence,
     Invoice,
     InvoiceLine,
     InvoicePayment,
@@ -49,10 +51,14 @@ from learncredits.tenancy.models import Employee, Organization
 T = TypeVar("T")
 
 
-def _reserve_numbers(issued_at: datetime, count: int) -> tuple[int, int]:
+def _reserve_numbers(
+    issued_at: datetime,
+    count: int,
+    sequence: type[InvoiceSequence | CreditNoteSequence] = InvoiceSequence,
+) -> tuple[int, int]:
     """Advance the year's counter by ``count``: returns (year, last number reserved); the
     numbers ``last - count + 1 .. last`` are the caller's. Call inside the issuing
-    transaction."""
+    transaction. ``sequence`` is the series: invoices and receipts, or credit notes."""
     year = issued_at.astimezone(UTC).year
     # One upsert instead of insert-if-missing, lock, read and update (three round trips).
     # The conflicting row stays locked by the UPDATE until the issuing transaction ends, as
@@ -60,7 +66,7 @@ def _reserve_numbers(issued_at: datetime, count: int) -> tuple[int, int]:
     # accept the same statement.
     quote = connection.ops.quote_name
     table, year_col, last_col = (
-        quote(InvoiceSequence._meta.db_table),
+        quote(sequence._meta.db_table),
         quote("year"),
         quote("last_number"),
     )
@@ -82,19 +88,64 @@ def next_invoice_number(issued_at: datetime) -> str:
     return f"INV-{year}-{number:06d}"
 
 
+def next_credit_note_number(issued_at: datetime) -> str:
+    """The next gapless credit note number of the year (a series of its own, so invoice
+    numbers stay consecutive); call inside the issuing transaction."""
+    year, number = _reserve_numbers(issued_at, 1, CreditNoteSequence)
+    return f"CN-{year}-{number:06d}"
+
+
+def _credited_subquery() -> Coalesce:
+    notes = (
+        Invoice.objects.filter(credits_invoice=OuterRef("pk"))
+        .values("credits_invoice")
+        .annotate(total=Sum("total_cents"))
+        .values("total")
+    )
+    return Coalesce(Subquery(notes), 0)
+
+
 def with_status(queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
-    """Annotate ``is_paid``: an invoice's status is derived from its payment attempts."""
+    """Annotate ``is_paid`` and ``credited_cents`` (the credit notes' sum, <= 0): an
+    invoice's status and amount due are derived from its payments and credit notes."""
     approved = InvoicePayment.objects.filter(invoice=OuterRef("pk"), approved=True)
-    return queryset.annotate(is_paid=Exists(approved))
+    return queryset.annotate(is_paid=Exists(approved), credited_cents=_credited_subquery())
 
 
-def invoice_status(invoice: Invoice, *, now: datetime | None = None) -> str:
-    """paid once a payment was approved; otherwise open, and past_due after the due date."""
+def credited_cents(invoice: Invoice) -> int:
+    """The sum of the invoice's credit notes (0 or negative)."""
+    credited = getattr(invoice, "credited_cents", None)
+    if credited is None:
+        credited = invoice.credit_notes.aggregate(total=Sum("total_cents"))["total"]
+    return int(credited or 0)
+
+
+def amount_due_cents(invoice: Invoice) -> int:
+    """What is still to be paid: nothing once paid (a credit note on a paid invoice gives
+    the money back instead), otherwise the total less its credit notes. A credit note is
+    never due. Why: an invoice is immutable, so a disputed line is cancelled by a credit
+    note, and what the customer owes is the invoice and its credit notes together."""
+    if invoice.kind == Invoice.Kind.CREDIT_NOTE or _is_paid(invoice):
+        return 0
+    return max(0, invoice.total_cents + credited_cents(invoice))
+
+
+def _is_paid(invoice: Invoice) -> bool:
     paid = getattr(invoice, "is_paid", None)
     if paid is None:
         paid = invoice.payments.filter(approved=True).exists()
-    if paid:
+    return bool(paid)
+
+
+def invoice_status(invoice: Invoice, *, now: datetime | None = None) -> str:
+    """paid once a payment was approved; credited when credit notes cancel all of an unpaid
+    invoice; otherwise open, and past_due after the due date. A credit note is issued."""
+    if invoice.kind == Invoice.Kind.CREDIT_NOTE:
+        return "issued"
+    if _is_paid(invoice):
         return "paid"
+    if invoice.total_cents > 0 and amount_due_cents(invoice) == 0:
+        return "credited"
     return "past_due" if (now or timezone.now()) > invoice.due_at else "open"
 
 
@@ -164,6 +215,83 @@ def _issued(invoice: Invoice) -> None:
     emit(invoice.org_id, "invoice.issued", _issued_data(invoice))
 
 
+# --- credit notes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreditLine:
+    """One line a credit note cancels: ``quantity`` x ``unit_price_cents`` (positive; the
+    note's line is the negative of it) of the credited invoice's line ``line``."""
+
+    line: InvoiceLine
+    quantity: int
+    unit_price_cents: int
+    description: str
+
+
+def issue_credit_note(
+    org: Organization,
+    credited: Invoice,
+    lines: list[CreditLine],
+    *,
+    reason: str,
+    refunded: bool,
+) -> Invoice:
+    """A credit note against ``credited``: its own number series, negative lines, the
+    credited invoice's period and buyer, due at issue (nothing is ever owed on it).
+
+    Call inside the transaction that makes the credit happen (the balance lock held), so
+    the note, its number and what it credits stand or fall together. Emits
+    ``credit_note.issued`` (email and webhooks through the outbox)."""
+    now = timezone.now()
+    total = -sum(c.quantity * c.unit_price_cents for c in lines)
+    note = Invoice.objects.create(
+        org=org,
+        number=next_credit_note_number(now),
+        kind=Invoice.Kind.CREDIT_NOTE,
+        period=credited.period,
+        currency=credited.currency,
+        total_cents=total,
+        buyer_name=credited.buyer_name,
+        buyer_email=credited.buyer_email,
+        credits_invoice=credited,
+        issued_at=now,
+        due_at=now,
+    )
+    InvoiceLine.objects.bulk_create(
+        [
+            InvoiceLine(
+                org=org,
+                invoice=note,
+                position=position,
+                description=f"Credit for {credited.number}: {c.description} ({reason})"[:500],
+                quantity=c.quantity,
+                unit_price_cents=-c.unit_price_cents,
+                amount_cents=-c.quantity * c.unit_price_cents,
+                assignment_id=c.line.assignment_id,
+                credits_line=c.line,
+            )
+            for position, c in enumerate(lines, start=1)
+        ]
+    )
+    emit(
+        org.pk,
+        "credit_note.issued",
+        {
+            "id": ids.encode("invoice", note.pk),
+            "number": note.number,
+            "kind": note.kind,
+            "credits_invoice_id": ids.encode("invoice", credited.pk),
+            "credits_invoice_number": credited.number,
+            "total_cents": note.total_cents,
+            "currency": note.currency,
+            "reason": reason,
+            "refunded": refunded,
+        },
+    )
+    return note
+
+
 # --- monthly overage invoices ----------------------------------------------------------------
 
 # How many orgs one transaction of a month-end close issues. Each org's close is its own
@@ -197,6 +325,7 @@ _INVOICE_COLUMNS = (  # the two datetimes last (adapted once a batch)
     "buyer_name",
     "buyer_email",
     "purchase_id",
+    "credits_invoice_id",
     "issued_at",
     "due_at",
 )
@@ -344,6 +473,7 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
                 "buyer_name": c.org.name,
                 "buyer_email": c.org.billing_email,
                 "purchase_id": None,
+                "credits_invoice_id": None,
                 "issued_at": now,
                 "due_at": due,
             }

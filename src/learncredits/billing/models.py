@@ -24,10 +24,20 @@ class InvoiceSequence(models.Model):
     last_number = models.IntegerField(default=0)
 
 
+class CreditNoteSequence(models.Model):
+    """The last credit note number issued in a year: credit notes have a gapless series of
+    their own (``CN-YYYY-NNNNNN``), advanced like ``InvoiceSequence``."""
+
+    year = models.IntegerField(primary_key=True)
+    last_number = models.IntegerField(default=0)
+
+
 class Invoice(models.Model):
     class Kind(models.TextChoices):
         PURCHASE = "purchase"
         MONTHLY = "monthly"
+        # Negative lines that cancel (part of) another invoice: a refund or a disputed line.
+        CREDIT_NOTE = "credit_note"
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="invoices")
     number = models.CharField(max_length=32, unique=True)
@@ -42,17 +52,27 @@ class Invoice(models.Model):
     purchase = models.OneToOneField(
         Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="receipt"
     )
+    # A credit note's credited invoice (a receipt or a monthly invoice); None otherwise.
+    credits_invoice = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="credit_notes"
+    )
     issued_at = models.DateTimeField(default=timezone.now)
     due_at = models.DateTimeField()
 
     class Meta:
         indexes = [models.Index(fields=["org", "-id"], name="invoice_org_id")]
         constraints = [
-            models.CheckConstraint(condition=Q(total_cents__gte=0), name="invoice_total_nonneg"),
+            # Invoices are never negative; credit notes never positive.
             models.CheckConstraint(
-                condition=Q(kind="purchase", purchase__isnull=False)
-                | Q(kind="monthly", purchase__isnull=True),
-                name="invoice_kind_matches_purchase",
+                condition=Q(kind="credit_note", total_cents__lte=0)
+                | (~Q(kind="credit_note") & Q(total_cents__gte=0)),
+                name="invoice_total_sign",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="purchase", purchase__isnull=False, credits_invoice__isnull=True)
+                | Q(kind="monthly", purchase__isnull=True, credits_invoice__isnull=True)
+                | Q(kind="credit_note", purchase__isnull=True, credits_invoice__isnull=False),
+                name="invoice_kind_matches_links",
             ),
         ]
 
@@ -75,11 +95,22 @@ class InvoiceLine(models.Model):
     ledger_entry = models.OneToOneField(
         LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="invoice_line"
     )
+    # On a credit note: the line it credits. An overage line (one with an assignment) can be
+    # credited once only (``line_credited_once``); a receipt's line may be credited by
+    # several partial refunds, bounded by what is left of the purchase's lot.
+    credits_line = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="credited_by"
+    )
 
     class Meta:
         ordering = ["position"]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="line_position_unique"),
+            models.UniqueConstraint(
+                fields=["credits_line"],
+                condition=Q(assignment__isnull=False, credits_line__isnull=False),
+                name="line_credited_once",
+            ),
             models.CheckConstraint(
                 condition=Q(amount_cents=models.F("quantity") * models.F("unit_price_cents")),
                 name="line_amount_consistent",
@@ -201,5 +232,59 @@ class InvoiceCharge(models.Model):
             models.UniqueConstraint(fields=["invoice", "attempt"], name="charge_attempt_unique"),
             models.UniqueConstraint(
                 fields=["invoice"], condition=Q(status="pending"), name="charge_one_pending"
+            ),
+        ]
+
+
+class TestRefund(models.Model):
+    """The built-in test provider's own record of a refund (billing/payments.py), so tests
+    count money returned on the provider's side. One row per ``reference``: a retried refund
+    with the same reference is the same refund, as with a provider's idempotency key."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+    intent_id = models.CharField(max_length=100)
+    amount_cents = models.BigIntegerField()
+    reference = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+
+class Refund(models.Model):
+    """Money going back to the customer while it goes: committed (pending) before the
+    provider is called, marked done once by a conditional pending -> done. The credit side
+    (credits leaving, the credit note) is written in the same transaction as the pending
+    row, so a crash after the provider call leaves a pending row that a retry or the
+    worker carries on with the same reference, and the money goes back once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds"
+    )
+    credit_note = models.OneToOneField(Invoice, on_delete=models.PROTECT, related_name="refund")
+    credits = models.BigIntegerField(default=0)  # credits taken back (purchase refunds)
+    amount_cents = models.BigIntegerField()
+    currency = models.CharField(max_length=3, default="USD")
+    # The payment intent the money came from, at the provider.
+    payment_reference = models.CharField(max_length=200)
+    provider = models.CharField(max_length=32)
+    provider_reference = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField()
+    actor = models.CharField(max_length=200)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "idempotency_key"], name="refund_idempotency_key_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_cents__gte=0, credits__gte=0), name="refund_amounts_nonneg"
             ),
         ]

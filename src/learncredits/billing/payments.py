@@ -50,6 +50,9 @@ class PaymentRequest:
     amount_cents: int
     currency: str
     description: str
+    # Charged with nobody at the keyboard (auto top-up, monthly collection): a card that asks
+    # for authentication fails (``authentication_required``) instead of waiting for it.
+    off_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class PaymentProvider(Protocol):
 
     def cancel(self, intent_id: str) -> None:
         """Give up an unconfirmed intent (one that lost a race to be stored)."""
+        ...
+
+    def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
+        """Give ``amount_cents`` of a succeeded intent back; the refund's id. ``reference``
+        names our refund row: the same reference again is the same refund, not a second."""
         ...
 
 
@@ -123,12 +131,17 @@ class _Guarded:
         self._check("cancel")
         self._inner.cancel(intent_id)
 
+    def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
+        self._check("refund")
+        return self._inner.refund(intent_id, amount_cents, reference)
+
 
 # --- the built-in test provider ------------------------------------------------------------------
 
 DECLINE_TRIGGERS = {"+decline": "card_declined", "+insufficient": "insufficient_funds"}
 AUTHENTICATE_TRIGGER = "+3ds"
 TEST_INTENT_PREFIX = "tpi_"
+TEST_REFUND_PREFIX = "tre_"
 
 
 def _outcome(intent: object) -> PaymentOutcome:
@@ -219,6 +232,29 @@ class TestProvider:
             pk=getattr(intent, "pk", 0), status=PaymentStatus.OPEN
         ).update(status=PaymentStatus.CANCELED)
 
+    def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
+        """Record money given back in the provider's own table, once per ``reference`` (as a
+        provider's idempotency key makes a retried refund the same refund); refuses more
+        than the intent took, as a provider does."""
+        from django.db.models import Sum
+
+        from learncredits.billing.models import TestPaymentIntent, TestRefund
+
+        intent = self._get(intent_id)
+        assert isinstance(intent, TestPaymentIntent)
+        found = TestRefund.objects.filter(reference=reference).first()
+        if found is None:
+            if intent.status != PaymentStatus.SUCCEEDED:
+                raise ValueError(f"{intent_id} has not succeeded: nothing to refund")
+            given = TestRefund.objects.filter(intent_id=intent_id).aggregate(t=Sum("amount_cents"))
+            if amount_cents <= 0 or (given["t"] or 0) + amount_cents > intent.amount_cents:
+                raise ValueError(f"cannot refund {amount_cents} of {intent_id}")
+            found, _ = TestRefund.objects.get_or_create(
+                reference=reference,
+                defaults={"intent_id": intent_id, "amount_cents": amount_cents},
+            )
+        return f"{TEST_REFUND_PREFIX}{found.pk}"
+
     def authenticate(self, intent_id: str, *, approve: bool) -> PaymentOutcome:
         """The customer's answer to the authentication step (what 3-D Secure does in a
         browser with a real card network)."""
@@ -238,5 +274,13 @@ _PROVIDERS: dict[str, type] = {"test": TestProvider}
 
 
 def get_provider(name: str | None = None) -> PaymentProvider:
-    provider_cls = _PROVIDERS[name or settings.LEARNCREDITS_PAYMENT_PROVIDER]
+    """The provider by name (a purchase's own, to carry it on), by default the configured one,
+    wrapped in the guard against calls inside a transaction."""
+    name = name or settings.LEARNCREDITS_PAYMENT_PROVIDER
+    if name not in _PROVIDERS and name == "stripe":
+        # Imported here, not at the top: stripe_provider imports this module.
+        from learncredits.billing.stripe_provider import StripeProvider
+
+        _PROVIDERS["stripe"] = StripeProvider
+    provider_cls = _PROVIDERS[name]
     return _Guarded(provider_cls())

@@ -21,13 +21,15 @@ purchase forward with the same steps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from learncredits import ids
+from learncredits.billing.payment_methods import STRIPE, require_card
 from learncredits.billing.payments import (
     PaymentOutcome,
     PaymentProvider,
@@ -117,38 +119,60 @@ def _same_request(found: Purchase, quantity: int) -> Purchase:
     return found
 
 
-def _request_for(purchase: Purchase, org: Organization) -> PaymentRequest:
+def _request_for(
+    purchase: Purchase, org: Organization, *, off_session: bool = False
+) -> PaymentRequest:
     return PaymentRequest(
         reference=ids.encode("purchase", purchase.pk) or "",
         org_id=org.pk,
-        customer="",
+        # The org's Stripe customer (its card on file); none for the test provider. Not made
+        # here: an org without one has no card either, and the provider says so.
+        customer=(org.stripe_customer_id or "") if purchase.provider == STRIPE else "",
         billing_email=org.billing_email,
         amount_cents=purchase.total_cents,
         currency=purchase.currency,
         description=f"{purchase.quantity} learncredits credits",
+        off_session=off_session,
     )
 
 
-def settle_purchase(purchase: Purchase, provider: PaymentProvider | None = None) -> Purchase:
+def _with_action_url(outcome: PaymentOutcome) -> PaymentOutcome:
+    """An intent waiting for authentication that the provider gave no page for (Stripe's
+    ``use_stripe_sdk``): the customer completes it on our payment page, with Stripe.js."""
+    if outcome.status != PaymentStatus.REQUIRES_ACTION or outcome.action_url:
+        return outcome
+    base = str(settings.LEARNCREDITS_BASE_URL).rstrip("/")
+    return replace(outcome, action_url=f"{base}/settings/payment?authenticate={outcome.intent_id}")
+
+
+def settle_purchase(
+    purchase: Purchase, provider: PaymentProvider | None = None, *, off_session: bool = False
+) -> Purchase:
     """Carry a purchase as far as the provider lets it go now; raises PaymentFailed for a
-    declined one (also when it was declined before: a retry gets the same answer)."""
+    declined one (also when it was declined before: a retry gets the same answer).
+    ``off_session``: nobody is there to authenticate (auto top-up)."""
     provider = provider or get_provider(purchase.provider)
     org = Organization.objects.get(pk=purchase.org_id)
     if purchase.status == Purchase.Status.PENDING:
         if not purchase.provider_reference:
-            created = provider.create_intent(_request_for(purchase, org))
-            with transaction.atomic(durable=True):
-                stored = Purchase.objects.filter(
-                    pk=purchase.pk, status=Purchase.Status.PENDING, provider_reference=""
-                ).update(provider_reference=created.intent_id)
-            if not stored:
-                provider.cancel(created.intent_id)
-            purchase.refresh_from_db()
+            created = provider.create_intent(_request_for(purchase, org, off_session=off_session))
+            if not created.intent_id:
+                # No intent was made (no card on file): nothing to store or confirm; the
+                # purchase fails with the provider's reason.
+                purchase = apply_outcome(purchase, created, org=org)
+            else:
+                with transaction.atomic(durable=True):
+                    stored = Purchase.objects.filter(
+                        pk=purchase.pk, status=Purchase.Status.PENDING, provider_reference=""
+                    ).update(provider_reference=created.intent_id)
+                if not stored:
+                    provider.cancel(created.intent_id)
+                purchase.refresh_from_db()
         if purchase.status == Purchase.Status.PENDING:
             outcome = provider.retrieve(purchase.provider_reference)
             if outcome.status == PaymentStatus.OPEN:
                 outcome = provider.confirm(purchase.provider_reference)
-            purchase = apply_outcome(purchase, outcome, org=org)
+            purchase = apply_outcome(purchase, _with_action_url(outcome), org=org)
     if purchase.status == Purchase.Status.FAILED:
         raise PaymentFailed(
             f"the payment was declined: {purchase.failure_reason}",
@@ -192,6 +216,13 @@ def purchase_credits(
 ) -> Opened:
     """Buy credits at the best rate: open (or find) the purchase, then settle it."""
     provider = provider or get_provider()
+    if (
+        idempotency_key is None
+        or not Purchase.objects.filter(org_id=org.pk, idempotency_key=idempotency_key).exists()
+    ):
+        # Before anything is opened: without a card nothing can be charged (a retry of a
+        # purchase already opened is answered as that purchase, card or not).
+        require_card(org, provider.name)
     opened = open_purchase(
         org, quantity, actor=actor, provider_name=provider.name, idempotency_key=idempotency_key
     )

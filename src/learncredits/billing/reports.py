@@ -4,10 +4,12 @@ All figures come from the ledger, its lots and lot draws, dated by their ledger 
 the statement's identity holds by construction:
 
     deferred(T) = value of every lot created before T  -  value of every draw made before T
-    deferred_closing = deferred_opening + purchased - recognized      (to the cent)
+    deferred_closing = deferred_opening + purchased - recognized - refunded   (to the cent)
 
 where a lot's value is quantity x its unit price (a purchase's price; 0 for granted
 credits) and a draw's value is the credits drawn x the unit price of the lot they came from.
+A refund's draw (from the refunded purchase's own lot) is refunded, not recognized: that
+money went back to the customer instead of being earned.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Statement:
     overage_cents: int
     deferred_opening_cents: int
     deferred_closing_cents: int
+    refunded_credits: int = 0
+    refunded_cents: int = 0
     currency: str = "USD"
 
     def as_dict(self) -> dict[str, object]:
@@ -94,6 +98,7 @@ def statement(org: Organization, period: str) -> Statement:
     draws_in_period = LotDraw.objects.filter(
         org_id=org.pk, entry__created_at__gte=start, entry__created_at__lt=end
     )
+    refund_draws = draws_in_period.filter(entry__type=T.REFUND)
     return Statement(
         period=period,
         opening_credits=_credits_before(org.pk, start),
@@ -102,7 +107,10 @@ def statement(org: Organization, period: str) -> Statement:
         consumed_credits=consumed,
         closing_credits=_credits_before(org.pk, end),
         purchased_cents=_sum(lots_in_period, F("quantity") * F("unit_price_cents")),
-        recognized_cents=_sum(draws_in_period, F("quantity") * F("lot__unit_price_cents")),
+        recognized_cents=_sum(
+            draws_in_period.exclude(entry__type=T.REFUND),
+            F("quantity") * F("lot__unit_price_cents"),
+        ),
         overage_credits=_sum(entries, "overage_credits"),
         overage_cents=_sum(
             entries.filter(overage_credits__gt=0),
@@ -110,6 +118,8 @@ def statement(org: Organization, period: str) -> Statement:
         ),
         deferred_opening_cents=_deferred_at(org.pk, start),
         deferred_closing_cents=_deferred_at(org.pk, end),
+        refunded_credits=-_sum(entries.filter(type=T.REFUND), "credits_delta"),
+        refunded_cents=_sum(refund_draws, F("quantity") * F("lot__unit_price_cents")),
     )
 
 

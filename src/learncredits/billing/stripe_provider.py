@@ -60,7 +60,7 @@ DEFAULT_JS_URL = "https://js.stripe.com/v3/"
 TIMEOUT = (5.0, 30.0)
 # Where Stripe sends the customer back after authentication, under LEARNCREDITS_BASE_URL
 # (unless STRIPE_RETURN_URL says otherwise); Stripe adds ``?payment_intent=pi_...``.
-RETURN_PATH = "/payments/stripe/return"
+RETURN_PATH = "/settings/payment"
 # The decline code of an intent that could not be charged because no card is on file.
 NO_CARD = "no_card_on_file"
 
@@ -255,7 +255,12 @@ class StripeProvider:
                 "customer": request.customer,
                 "payment_method": payment_method,
                 "confirm": False,
-                "metadata": {"reference": request.reference, "org_id": str(request.org_id)},
+                "metadata": {
+                    "reference": request.reference,
+                    "org_id": str(request.org_id),
+                    # Read back at confirmation: nobody is there to authenticate.
+                    "off_session": "true" if request.off_session else "false",
+                },
             }
             if not _localstripe():
                 params["description"] = request.description
@@ -269,10 +274,16 @@ class StripeProvider:
         with _translated():
             client = _client()
             params: PaymentIntentConfirmParams = {}
-            if not _localstripe():
-                # Where the customer comes back to after authenticating; with it, an intent
-                # that needs authentication answers with a URL to send the customer to.
-                params["return_url"] = _return_url()
+            if not _localstripe():  # localstripe refuses both parameters
+                metadata = _get(client.v1.payment_intents.retrieve(intent_id), "metadata")
+                if _get(metadata, "off_session") == "true":
+                    # An automatic charge: a card that asks for authentication fails at once
+                    # (authentication_required) instead of waiting for nobody.
+                    params["off_session"] = True
+                else:
+                    # Where the customer comes back to after authenticating; with it, an
+                    # intent that needs authentication answers with a URL to send them to.
+                    params["return_url"] = _return_url()
             try:
                 intent = client.v1.payment_intents.confirm(intent_id, params)
             except stripe.CardError as exc:
@@ -305,6 +316,10 @@ class StripeProvider:
                 return outcome
             return outcome_of(intent)
 
+    def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
+        """Give money of a succeeded intent back (``refund_intent``)."""
+        return refund_intent(intent_id, amount_cents, reference)
+
     def retrieve(self, intent_id: str) -> PaymentOutcome:
         """The intent's state at Stripe, changing nothing."""
         with _translated():
@@ -333,7 +348,7 @@ def client_secret(intent_id: str) -> str:
         return str(_client().v1.payment_intents.retrieve(intent_id).client_secret or "")
 
 
-def refund(intent_id: str, amount_cents: int, reference: str) -> str:
+def refund_intent(intent_id: str, amount_cents: int, reference: str) -> str:
     """Refund part (or all) of a succeeded intent; the refund's id. ``reference`` names our
     row: it goes into the refund's metadata and its idempotency key, so a retried refund is
     the same refund at Stripe, not a second one."""

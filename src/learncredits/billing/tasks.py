@@ -10,7 +10,7 @@ from django_tasks import task
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.compat import normalize_json, task_enqueued
 
-from learncredits.billing import auto_top_up, purchases
+from learncredits.billing import auto_top_up, purchases, refunds
 from learncredits.billing.collection import collect_invoice, retry_due_collections
 from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice
@@ -83,6 +83,7 @@ def billing_tick() -> dict[str, int]:
     retried = retry_due_collections()
     topped_up = auto_top_up.run_due()
     reconciled = purchases.reconcile_pending()
+    refunds.resume_pending_refunds()
     return {
         "invoices_issued": issued,
         "collections_retried": retried,

@@ -40,6 +40,7 @@ from learncredits.domain.errors import (
     InsufficientCredits,
     InvalidState,
     NotFound,
+    RefundExceedsAvailable,
     ValidationFailed,
 )
 from learncredits.domain.lifecycle import Action, Outcome, decide
@@ -873,4 +874,58 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
             reason=reason,
         )
         _write_balance(locked, org)
+    return entry
+
+
+def refund_credits(
+    org: Organization,
+    locked: LockedBalance,
+    purchase: Purchase,
+    credits: int,
+    *,
+    reason: str,
+    actor: str,
+) -> LedgerEntry:
+    """Take ``credits`` of a paid purchase back out of the balance, as a ``refund`` entry
+    drawn from that purchase's own lot (not first in, first out: the money going back is
+    that lot's price, so its cost basis must leave with it).
+
+    The caller holds the balance lock (``locked``) in the transaction that also writes the
+    credit note and the pending refund row, so the three stand or fall together. Refuses
+    more than the lot still holds, and more than is available: reserved credits stay."""
+    lot = CreditLot.objects.filter(org_id=org.pk, purchase_id=purchase.pk).first()
+    if purchase.status != Purchase.Status.PAID or lot is None:
+        raise InvalidState("only a paid purchase can be refunded")
+    available = locked.credits - locked.assigned
+    refundable = max(0, min(lot.remaining, available))
+    if credits > refundable:
+        raise RefundExceedsAvailable(
+            f"at most {refundable} credits of this purchase can be refunded "
+            f"({lot.remaining} left of it, {max(0, available)} available)",
+            refundable=refundable,
+        )
+    entry = _entry(
+        locked,
+        LedgerEntry.Type.REFUND,
+        actor=actor,
+        credits_delta=-credits,
+        purchase_id=purchase.pk,
+        reason=reason,
+    )
+    entry.save()
+    with connection.cursor() as cursor:
+        cursor.execute(_stmts(connection.vendor)["lot_draw"], [credits, lot.pk])
+    _record_draws(org.pk, entry.pk, [(lot.pk, credits)])
+    audit.record(
+        actor,
+        "credits.refund",
+        org_id=org.pk,
+        target=f"led_{entry.pk}",
+        credits=-credits,
+        reason=reason,
+    )
+    # A refund is the operator's decision, not consumption: it must not look like a drop
+    # below the org's auto top-up trigger and buy the credits straight back.
+    locked.available_before = locked.credits - locked.assigned
+    _write_balance(locked, org)
     return entry

@@ -184,6 +184,8 @@ class LedgerEntry(models.Model):
         RELEASE = "release"
         CONSUME = "consume"
         REASSIGN = "reassign"
+        # Unconsumed credits of a purchase given back for money (drawn from its own lot).
+        REFUND = "refund"
 
     # Indexed by ledger_org_id and ledger_org_created, which start with it.
     org = models.ForeignKey(

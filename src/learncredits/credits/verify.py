@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Max, Sum
+from django.db.models import F, Max, Sum
 
 from learncredits.credits.models import Balance, CreditLot, LedgerEntry, LotDraw
 
@@ -29,7 +29,8 @@ def verify_ledger() -> tuple[int, list[Mismatch]]:
     - credits and assigned equal the sums of the ledger's deltas;
     - the newest entry's balances-after equal the balance;
     - each lot's remaining equals its quantity less what was drawn from it;
-    - credits equal the sum of the lots' remainders.
+    - credits equal the sum of the lots' remainders;
+    - each ``refund`` entry took exactly its credits, all from its own purchase's lot.
     """
     mismatches: list[Mismatch] = []
     sums = {
@@ -87,4 +88,29 @@ def verify_ledger() -> tuple[int, list[Mismatch]]:
             mismatches.append(
                 Mismatch(org_id, f"lot {lot_id} remaining", expected_remaining, remaining)
             )
+    mismatches.extend(_refund_mismatches())
     return checked, mismatches
+
+
+def _refund_mismatches() -> list[Mismatch]:
+    """A refund gives back the money of one purchase's lot, so its credits must have left
+    that lot and no other (the cost basis of the money returned)."""
+    refunds = LedgerEntry.objects.filter(type=LedgerEntry.Type.REFUND)
+    own = dict(
+        LotDraw.objects.filter(
+            entry__type=LedgerEntry.Type.REFUND, lot__purchase_id=F("entry__purchase_id")
+        )
+        .values("entry_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("entry_id", "total")
+    )
+    found: list[Mismatch] = []
+    for entry_id, org_id, delta in refunds.values_list("id", "org_id", "credits_delta").iterator(
+        chunk_size=5000
+    ):
+        drawn = int(own.get(entry_id) or 0)
+        if drawn != -delta:
+            found.append(
+                Mismatch(org_id, f"refund led_{entry_id} drawn from its lot", -delta, drawn)
+            )
+    return found

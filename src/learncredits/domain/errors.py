@@ -53,6 +53,20 @@ class PaymentFailed(DomainError):
     title = "Payment failed"
 
 
+class PaymentMethodRequired(DomainError):
+    """The provider charges a card on file and the org has none: nothing was bought."""
+
+    code = "payment_method_required"
+    title = "Payment method required"
+
+
+class RefundExceedsAvailable(DomainError):
+    """More credits asked back than the purchase's lot still holds or the org has free."""
+
+    code = "refund_exceeds_available"
+    title = "Refund exceeds available"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"

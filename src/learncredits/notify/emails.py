@@ -1,8 +1,8 @@
 """Which events become emails, to whom, and with what words (templates in notify/email/).
 
 One email when an org becomes at risk, one for the first overage of a period, one per issued
-invoice, one per declined payment (and when auto top-up or a webhook endpoint is switched
-off). Recipients: the org's billing email and its admins.
+invoice and credit note, one per declined payment (and when auto top-up or a webhook endpoint
+is switched off). Recipients: the org's billing email and its admins.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ SUBJECTS = {
     "balance.at_risk": "Your learncredits balance is running low",
     "overage.incurred": "Assignments are now billed at the retail rate",
     "invoice.issued": "Your learncredits {kind} {number}",
+    "credit_note.issued": "Your learncredits credit note {number}",
     "invoice.payment_failed": "Payment declined for invoice {number}",
     "auto_top_up.failed": "Auto top-up stopped: the payment was declined",
     "webhook.endpoint_disabled": "A webhook endpoint was switched off",

@@ -22,6 +22,7 @@ WEBHOOK_EVENT_TYPES = (
     "balance.recovered",
     "overage.incurred",
     "invoice.issued",
+    "credit_note.issued",
 )
 INTERNAL_EVENT_TYPES = (
     "invoice.payment_failed",

@@ -20,6 +20,9 @@ class Organization(models.Model):
     # Mirror of the enabled auto top-up rule's trigger (billing.AutoTopUp.below_available),
     # kept on the org so the write paths know without a query; null when no rule is active.
     auto_top_up_below = models.IntegerField(null=True, blank=True)
+    # The org's customer at Stripe (cus_...), made the first time it is needed; null until
+    # then, and with any other provider (billing/payment_methods.py).
+    stripe_customer_id = models.CharField(max_length=255, null=True, blank=True)
     created_at = models.DateTimeField(default=dj_timezone.now)
 
     def __str__(self) -> str:

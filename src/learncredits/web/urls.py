@@ -4,7 +4,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from learncredits.web import views
+from learncredits.web import payment_views, views
 
 app_name = "web"
 
@@ -55,6 +55,7 @@ urlpatterns = [
     ),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
+    path("settings/payment", payment_views.payment_method, name="payment_method"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
     path(

@@ -579,6 +579,17 @@ def billing(request: HttpRequest) -> HttpResponse:
     ledger = list(entries.order_by("-pk")[:26])
     older = ledger[24].pk if len(ledger) > 25 else None
     ledger = ledger[:25]
+    # Invoices, receipts and credit notes together, each with its derived status (a credit
+    # note names the invoice it credits).
+    from learncredits.billing.invoicing import invoice_status
+
+    invoices = list(
+        with_status(Invoice.objects.filter(org=org))
+        .select_related("credits_invoice")
+        .order_by("-pk")[:50]
+    )
+    for invoice in invoices:
+        invoice.status_label = invoice_status(invoice)  # type: ignore[attr-defined]
     return render(
         request,
         "web/billing.html",
@@ -593,7 +604,7 @@ def billing(request: HttpRequest) -> HttpResponse:
             "purchases": Purchase.objects.filter(org=org)
             .select_related("receipt")
             .order_by("-pk")[:20],
-            "invoices": with_status(Invoice.objects.filter(org=org)).order_by("-pk")[:50],
+            "invoices": invoices,
             "forecast": reports.forecast(org),
             "rule": AutoTopUp.objects.filter(org=org).first(),
             "alerts": Alert.objects.filter(org=org).order_by("-pk")[:10],
