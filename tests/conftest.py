@@ -369,3 +369,49 @@ def run_threads(
     assert not stuck, f"threads still running after {timeout}s (a deadlock?): {stuck}"
     assert not failures, "\n".join(failures)
     return results
+
+
+# --- crashes at the payment provider -------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """The process died here: nothing after this line ran, nothing was answered."""
+
+
+def install_crashing_provider(
+    monkeypatch: pytest.MonkeyPatch, name: str, base: type
+) -> Callable[..., None]:
+    """Replace the payment provider ``name`` by ``base`` made to crash right after one of its
+    steps did its work (the money moved; our side never heard). Returns ``arm(step, times=1)``
+    for ``step`` in create_intent, confirm, refund."""
+    from learncredits.billing import payments
+
+    armed: dict[str, int] = {}
+
+    def maybe(step: str) -> None:
+        if armed.get(step):
+            armed[step] -= 1
+            raise Crash(step)
+
+    class Crashing(base):  # type: ignore[misc, valid-type]
+        def create_intent(self, request: Any) -> Any:
+            outcome = super().create_intent(request)
+            maybe("create_intent")
+            return outcome
+
+        def confirm(self, intent_id: str) -> Any:
+            outcome = super().confirm(intent_id)
+            maybe("confirm")
+            return outcome
+
+        def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
+            refund_id = super().refund(intent_id, amount_cents, reference)
+            maybe("refund")
+            return str(refund_id)
+
+    monkeypatch.setitem(payments._PROVIDERS, name, Crashing)
+
+    def arm(step: str, times: int = 1) -> None:
+        armed[step] = times
+
+    return arm

@@ -10,7 +10,6 @@ right after the provider answered would: our side never hears the answer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,11 +31,7 @@ from learncredits.billing.models import (
 from learncredits.credits.models import Purchase
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
-from tests.conftest import ON_POSTGRES, OrgHandle, ok
-
-
-class Crash(BaseException):
-    """The process died here: nothing after this line ran, nothing was answered."""
+from tests.conftest import ON_POSTGRES, Crash, OrgHandle, install_crashing_provider, ok
 
 
 def charges(reference: str | None = None) -> int:
@@ -47,32 +42,9 @@ def charges(reference: str | None = None) -> int:
 
 
 @pytest.fixture
-def crash_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def crash_after(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Make the test provider crash once, right after its ``step`` did its work."""
-    armed: dict[str, int] = {}
-
-    class Crashing(payments.TestProvider):
-        def create_intent(self, request: payments.PaymentRequest) -> payments.PaymentOutcome:
-            outcome = super().create_intent(request)
-            self._maybe("create_intent")
-            return outcome
-
-        def confirm(self, intent_id: str) -> payments.PaymentOutcome:
-            outcome = super().confirm(intent_id)
-            self._maybe("confirm")
-            return outcome
-
-        def _maybe(self, step: str) -> None:
-            if armed.get(step):
-                armed[step] -= 1
-                raise Crash(step)
-
-    monkeypatch.setitem(payments._PROVIDERS, "test", Crashing)
-
-    def arm(step: str, times: int = 1) -> None:
-        armed[step] = times
-
-    yield arm
+    return install_crashing_provider(monkeypatch, "test", payments.TestProvider)
 
 
 def buy(org: OrgHandle, quantity: int, key: str | None) -> Any:

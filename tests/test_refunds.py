@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import pypdf
 import pytest
-import time_machine
 from django.contrib.auth import get_user_model
 from django.db.models import Sum
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from learncredits import ids
 from learncredits.billing import payments, refunds
 from learncredits.billing.collection import collect_invoice
 from learncredits.billing.models import (
@@ -38,32 +34,13 @@ from learncredits.credits.models import CreditLot, LedgerEntry, LotDraw
 from learncredits.credits.verify import verify_ledger
 from learncredits.notify.delivery import run_once
 from learncredits.notify.models import Event
-from tests.conftest import Api, OrgHandle, Response, ok
+from tests.conftest import Api, Crash, OrgHandle, Response, install_crashing_provider, ok
+from tests.test_billing import at, pk, utc
 
 CN_NUMBER = re.compile(r"^CN-(\d{4})-(\d{6})$")
 
 
-class Crash(BaseException):
-    """The process died here: nothing after this line ran, nothing was answered."""
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def utc(year: int, month: int, day: int, hour: int = 12) -> datetime:
-    return datetime(year, month, day, hour, tzinfo=UTC)
-
-
-@contextmanager
-def at(moment: datetime) -> Iterator[None]:
-    with time_machine.travel(moment, tick=False):
-        yield
-
-
-def pk(kind: str, public_id: str) -> int:
-    value = ids.decode(kind, public_id)
-    assert value is not None, public_id
-    return value
 
 
 def refused(response: Response, status: int, code: str) -> None:
@@ -162,24 +139,10 @@ def monthly_invoice(
 
 
 @pytest.fixture
-def crash_after_refund(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+def crash_after_refund(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Make the test provider crash right after it refunded, ``times`` times."""
-    armed = {"refund": 0}
-
-    class Crashing(payments.TestProvider):
-        def refund(self, intent_id: str, amount_cents: int, reference: str) -> str:
-            refund_id = super().refund(intent_id, amount_cents, reference)
-            if armed["refund"]:
-                armed["refund"] -= 1
-                raise Crash("refund")
-            return refund_id
-
-    monkeypatch.setitem(payments._PROVIDERS, "test", Crashing)
-
-    def arm(times: int = 1) -> None:
-        armed["refund"] = times
-
-    yield arm
+    arm = install_crashing_provider(monkeypatch, "test", payments.TestProvider)
+    return lambda times=1: arm("refund", times)
 
 
 # --- refunds of purchases --------------------------------------------------------------------

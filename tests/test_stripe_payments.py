@@ -10,7 +10,7 @@ BaseException, as in tests/test_payments.py. Nothing that localstripe can play i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from learncredits.billing.stripe_provider import StripeProvider
 from learncredits.credits.models import Purchase
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
-from tests.conftest import OrgHandle, ok
+from tests.conftest import Crash, OrgHandle, install_crashing_provider, ok
 from tests.test_hardening import _run_check
 from tests.test_stripe_provider import sign
 
@@ -37,10 +37,6 @@ VISA = "pm_card_visa"  # 4242: charges succeed
 CHARGE_DECLINED = "pm_card_chargeCustomerFail"  # attaches, every charge declined
 ATTACH_DECLINED = "pm_card_visa_chargeDeclined"  # refused on attach
 THREE_D_SECURE = "4000002500003155"  # charges need the cardholder to authenticate
-
-
-class Crash(BaseException):
-    """The process died here: nothing after this line ran, nothing was answered."""
 
 
 @pytest.fixture
@@ -355,32 +351,9 @@ def test_an_event_about_something_else_is_acknowledged(stripe_on: LocalStripe, d
 
 
 @pytest.fixture
-def crash_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+def crash_after(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Make the Stripe provider crash once, right after its ``step`` did its work."""
-    armed: dict[str, int] = {}
-
-    class Crashing(StripeProvider):
-        def create_intent(self, request: payments.PaymentRequest) -> payments.PaymentOutcome:
-            outcome = super().create_intent(request)
-            self._maybe("create_intent")
-            return outcome
-
-        def confirm(self, intent_id: str) -> payments.PaymentOutcome:
-            outcome = super().confirm(intent_id)
-            self._maybe("confirm")
-            return outcome
-
-        def _maybe(self, step: str) -> None:
-            if armed.get(step):
-                armed[step] -= 1
-                raise Crash(step)
-
-    monkeypatch.setitem(payments._PROVIDERS, "stripe", Crashing)
-
-    def arm(step: str) -> None:
-        armed[step] = 1
-
-    yield arm
+    return install_crashing_provider(monkeypatch, "stripe", StripeProvider)
 
 
 def test_a_crash_after_the_charge_is_carried_on_by_the_retry(
