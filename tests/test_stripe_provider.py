@@ -150,7 +150,11 @@ def test_a_charge_is_created_unconfirmed_then_charged_once(stripe_settings: Loca
     assert intent.id == created.intent_id
     assert intent.status == "requires_confirmation"  # nothing charged
     assert (intent.amount, intent.currency) == (4500, "usd")
-    assert dict(intent.metadata.to_dict()) == {"reference": "pur_41", "org_id": "7"}
+    assert dict(intent.metadata.to_dict()) == {
+        "reference": "pur_41",
+        "org_id": "7",
+        "off_session": "false",
+    }
     assert stripe_settings.charges_of(customer) == []
 
     charged = provider.confirm(created.intent_id)
