@@ -1,5 +1,6 @@
-"""The operator console (Django admin): organizations, catalog, price book, adjustments, and
-read-only views of the ledger, invoices, purchases, alerts and webhook deliveries.
+"""The operator console (Django admin): organizations, catalog, price book, adjustments,
+refunds of paid purchases, and read-only views of the ledger, invoices and credit notes,
+purchases, alerts and webhook deliveries.
 
 Immutable records (ledger entries, lot draws, invoices and their lines and payments) have no
 add, change or delete permission here; the database refuses such writes anyway. Adjustments
@@ -8,6 +9,7 @@ and price-book changes go through the same services as the API.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -15,13 +17,18 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.html import format_html
 
+from learncredits import ids
+from learncredits.api.problems import STATUS_BY_ERROR
 from learncredits.audit.models import AuditEvent
-from learncredits.billing.models import Invoice, InvoiceLine, InvoicePayment
+from learncredits.billing import refunds
+from learncredits.billing.models import Invoice, InvoiceLine, InvoicePayment, Refund
+from learncredits.billing.stripe_provider import StripeProviderError
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
 from learncredits.credits import actions
-from learncredits.credits.models import Assignment, Balance, LedgerEntry, Purchase
+from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
 from learncredits.ids import whole_number
@@ -53,6 +60,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AdjustmentForm(forms.Form):
     credits = forms.IntegerField(help_text="positive grants credits (at cost 0); negative removes")
     reason = forms.CharField(widget=forms.Textarea, max_length=2000, help_text="required")
+
+
+class RefundForm(forms.Form):
+    credits = forms.IntegerField(
+        min_value=1,
+        max_value=refunds.MAX_REFUND_CREDITS,
+        help_text="unused credits of this purchase to give back, at its unit price",
+    )
+    reason = forms.CharField(widget=forms.Textarea, max_length=2000, help_text="required")
+    # A one-time key made when the form is shown: a double click, a reload of the POST or a
+    # retry after Stripe could not be reached carries on the same refund instead of a second.
+    refund_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def clean_refund_key(self) -> str:
+        key: str = self.cleaned_data["refund_key"]
+        if not key.isascii() or not key.isalnum():
+            raise forms.ValidationError("the form is stale; open it again")
+        return key
 
 
 class BalanceInline(admin.TabularInline):
@@ -271,8 +296,84 @@ class PurchaseAdmin(ReadOnlyAdmin):
         "total_cents",
         "status",
         "created_at",
+        "refund_link",
     )
     list_filter = ("status",)
+    readonly_fields = ("refund_link",)
+
+    @admin.display(description="refund")
+    def refund_link(self, obj: Purchase) -> str:
+        """A way into the refund form, on paid purchases only (nothing else can be refunded)."""
+        if obj.status != Purchase.Status.PAID:
+            return "-"
+        url = reverse("admin:learncredits_refund", args=[obj.pk])
+        return format_html('<a href="{}" data-testid="refund-link">Refund</a>', url)
+
+    def get_urls(self) -> list[Any]:
+        own = path(
+            "<int:object_id>/refund/",
+            self.admin_site.admin_view(self.refund),
+            name="learncredits_refund",
+        )
+        return [own, *super().get_urls()]
+
+    def refund(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Refund unused credits of a paid purchase through ``refunds.refund_purchase``, the
+        function the API's refund route calls, so the console cannot refund differently
+        (limits, credit note, money back once). The result is shown on this page: the credit
+        note's number, or the service's own reason for refusing."""
+        purchase = get_object_or_404(Purchase.objects.select_related("org"), pk=object_id)
+        form = RefundForm(request.POST or None, initial={"refund_key": uuid.uuid4().hex})
+        status = 200
+        if request.method == "POST" and form.is_valid():
+            try:
+                refund = refunds.refund_purchase(
+                    purchase.org,
+                    purchase.pk,
+                    form.cleaned_data["credits"],
+                    reason=form.cleaned_data["reason"],
+                    actor=operator_actor(request),
+                    idempotency_key=(
+                        f"console:{request.user.pk}:{form.cleaned_data['refund_key']}"
+                    ),
+                )
+            except DomainError as exc:
+                form.add_error(None, exc.detail)
+                status = next(
+                    (code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400
+                )
+            except StripeProviderError as exc:
+                # The credits and the credit note are committed, the money is not yet back:
+                # submitting the same form again (same key) finishes it, so does the worker.
+                form.add_error(None, f"Stripe could not be reached; submit again ({exc}).")
+                status = 502
+            else:
+                note = refund.credit_note
+                messages.success(
+                    request,
+                    f"Refunded {refund.credits} credits of {ids.encode('purchase', purchase.pk)}:"
+                    f" credit note {note.number}.",
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:learncredits_refund", args=[purchase.pk])
+                )
+        lot = CreditLot.objects.filter(purchase_id=purchase.pk).first()
+        balance = Balance.objects.filter(org_id=purchase.org_id).first()
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "purchase": purchase,
+            "public_id": ids.encode("purchase", purchase.pk),
+            "paid": purchase.status == Purchase.Status.PAID,
+            "lot_remaining": lot.remaining if lot is not None else 0,
+            "available": (balance.credits - balance.assigned) if balance is not None else 0,
+            "refunds": Refund.objects.filter(purchase_id=purchase.pk)
+            .select_related("credit_note")
+            .order_by("pk"),
+            "opts": self.model._meta,
+            "title": f"Refund purchase {ids.encode('purchase', purchase.pk)} of {purchase.org}",
+        }
+        return render(request, "admin/learncredits/refund.html", context, status=status)
 
 
 @admin.register(Assignment)
@@ -301,9 +402,22 @@ class InvoiceLineInline(admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
-    list_display = ("number", "org", "kind", "period", "total_cents", "issued_at", "due_at")
+    """Receipts, monthly invoices and credit notes (``kind``); a credit note names the
+    invoice it credits, and searching an invoice's number also finds its credit notes."""
+
+    list_display = (
+        "number",
+        "org",
+        "kind",
+        "credits_invoice",
+        "period",
+        "total_cents",
+        "issued_at",
+        "due_at",
+    )
     list_filter = ("kind",)
-    search_fields = ("number", "org__name")
+    search_fields = ("number", "org__name", "credits_invoice__number")
+    list_select_related = ("org", "credits_invoice")
     inlines = [InvoiceLineInline]
 
 
