@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -415,3 +416,18 @@ def install_crashing_provider(
         armed[step] = times
 
     return arm
+
+
+def migrate(env: dict[str, str], cwd: Path) -> None:
+    """Create the database named by ``env`` with the installed command, as an operator does
+    before ``serve``; fails the test with the command's own error output."""
+    migrated = subprocess.run(
+        [console_script(), "migrate", "--verbosity", "0"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr

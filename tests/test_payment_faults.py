@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.db import connection
 
-from tests.conftest import HOST, ON_POSTGRES, console_script, free_port
+from tests.conftest import HOST, ON_POSTGRES, console_script, free_port, migrate
 from tests.stripe_proxy import HoldingProxy, holding_proxy
 
 if TYPE_CHECKING:
@@ -237,16 +237,7 @@ def service(
         STRIPE_LOCALSTRIPE="true",
     )
     if not ON_POSTGRES:
-        migrated = subprocess.run(
-            [console_script(), "migrate", "--verbosity", "0"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        assert migrated.returncode == 0, migrated.stderr
+        migrate(env, tmp_path)
     port = free_port()
     with (tmp_path / "server.log").open("wb") as sink:
         process = subprocess.Popen(

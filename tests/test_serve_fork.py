@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOST, console_script, free_port
+from tests.conftest import HOST, console_script, free_port, migrate
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -87,16 +87,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         LEARNCREDITS_OPERATOR_TOKEN=secrets.token_urlsafe(24),
     )
-    migrated = subprocess.run(
-        [console_script(), "migrate", "--verbosity", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
+    migrate(env, tmp_path)
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:

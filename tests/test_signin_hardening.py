@@ -44,6 +44,7 @@ from tests.conftest import (
     OrgHandle,
     console_script,
     free_port,
+    migrate,
     ok,
     run_threads,
 )
@@ -297,16 +298,7 @@ def server(tmp_path: Path, flushable: None) -> Iterator[Server]:
     )
     env.setdefault("SECRET_KEY", "signin-test-" + secrets.token_urlsafe(48))
     if not ON_POSTGRES:
-        migrated = subprocess.run(
-            [console_script(), "migrate", "--verbosity", "0"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        assert migrated.returncode == 0, migrated.stderr
+        migrate(env, tmp_path)
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as sink:

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HOST, console_script, free_port
+from tests.conftest import HOST, console_script, free_port, migrate
 
 THREADS = 16
 REQUESTS_PER_THREAD = 25
@@ -118,16 +118,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     database = tmp_path / "embedded.sqlite3"
     token = secrets.token_urlsafe(24)
     env = _env(database, token)
-    migrated = subprocess.run(
-        [console_script(), "migrate", "--verbosity", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
+    migrate(env, tmp_path)
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as sink:

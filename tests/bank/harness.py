@@ -58,7 +58,12 @@ HOST = "127.0.0.1"
 DB_NAME = "bank"
 PG_SUPERUSER = "postgres"
 # 4xx codes the random mix is expected to provoke (a definitive, harmless refusal).
-EXPECTED_CODES = {"invalid_state", "insufficient_credits", "employee_inactive"}
+EXPECTED_CODES = {
+    "invalid_state",
+    "insufficient_credits",
+    "employee_inactive",
+    "refund_exceeds_available",
+}
 # Content made at setup: (title, credit cost); cost 0 is free content.
 CONTENT = [("Compliance 101", 1), ("Safety", 2), ("Privacy", 3), ("Leadership", 5), ("Intro", 0)]
 # After a PostgreSQL restart has completed, 5xx answers are still expected for this long
@@ -618,11 +623,20 @@ class OrgState:
     key: str
     employees: list[str] = field(default_factory=list)
     assignments: list[str] = field(default_factory=list)
+    purchases: list[str] = field(default_factory=list)  # paid ones, to refund from
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_assignments(self, ids: list[str]) -> None:
         with self.lock:
             self.assignments.extend(ids)
+
+    def add_purchase(self, purchase_id: str) -> None:
+        with self.lock:
+            self.purchases.append(purchase_id)
+
+    def pick_purchase(self, rng: random.Random) -> str | None:
+        with self.lock:
+            return rng.choice(self.purchases) if self.purchases else None
 
     def pick_assignment(self, rng: random.Random) -> str | None:
         """A known assignment, recent ones likelier (older ones are mostly settled)."""
@@ -666,6 +680,7 @@ MIX = {
     "cancel": 12,
     "reassign": 8,
     "adjust": 6,
+    "refund": 3,
     "balance": 18,
 }
 
@@ -785,7 +800,8 @@ class BankRun:
             state.employees.append(emp["id"])
         if credits:
             path = f"/orgs/{state.id}/purchases"
-            self.post(http_, "purchase", state.id, path, {"quantity": credits}, key)
+            bought = self.post(http_, "purchase", state.id, path, {"quantity": credits}, key)
+            state.add_purchase(str(bought["id"]))
         return state
 
     def setup(self) -> None:
@@ -841,7 +857,15 @@ class BankRun:
             return
         if kind == "purchase":
             quantity = rng.choice([1, 2, 5, 10, 20, 25, 40, 50, 60])
-            write("purchase", "/purchases", {"quantity": quantity})
+            w = write("purchase", "/purchases", {"quantity": quantity})
+            if w.status == 201 and isinstance(w.response, dict):
+                org.add_purchase(str(w.response.get("id")))
+            return
+        if kind == "refund":
+            purchase = org.pick_purchase(rng)
+            if purchase is not None:  # an operator gives a few unused credits back
+                body = {"credits": rng.randint(1, 3), "reason": "bank refund"}
+                write("refund", f"/purchases/{purchase}/refund", body, operator=True)
             return
         if kind == "adjust":
             # An operator correction, up or down; the reason names the key, so that the
@@ -1123,6 +1147,19 @@ def _check_purchase_write(a: Anomalies, w: Write, row: tuple[Any, ...] | None) -
         a.add("unexpected_refusal", f"purchase {w.path}: {w.status} {w.response}, db {row}")
 
 
+def _check_refund_write(a: Anomalies, w: Write, row: tuple[Any, ...] | None) -> None:
+    """A refund as the operator saw it against the refund its key names."""
+    if not w.acknowledged:
+        a.stats["unacked_applied" if row else "unacked_not_applied"] += 1
+        return
+    if w.status == 201:
+        said = w.response.get("id") if isinstance(w.response, dict) else None
+        if row is None or f"inv_{row[5]}" != said:
+            a.add("acknowledged_write_missing", f"refund {w.path} key={w.key}: {row}")
+    elif row is not None:
+        a.add("refund_refused_but_made", f"refund {w.path}: {w.status} {w.response}, db {row}")
+
+
 def decrypt(body: Any) -> bytes:
     """A stored idempotent answer in clear (they are encrypted at rest with a key derived
     from SECRET_KEY, which the servers got from this process's environment)."""
@@ -1159,6 +1196,16 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
     intents = conn.execute(
         "SELECT id, reference, amount_cents, status FROM billing_testpaymentintent"
     ).fetchall()
+    refund_rows = conn.execute(
+        "SELECT id, purchase_id, amount_cents, status, idempotency_key, credit_note_id, credits"
+        " FROM billing_refund"
+    ).fetchall()
+    refund_by_key = {row[4]: row for row in refund_rows if row[4]}
+    returned_at_provider: Counter[str] = Counter()
+    for intent_id, amount in conn.execute(
+        "SELECT intent_id, amount_cents FROM billing_testrefund"
+    ).fetchall():
+        returned_at_provider[str(intent_id)] += amount
     assignments = {
         r[0]: r
         for r in conn.execute(
@@ -1205,6 +1252,9 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
         if w.kind == "purchase":
             _check_purchase_write(a, w, purchase_by_key.get(w.key))
             continue
+        if w.kind == "refund":
+            _check_refund_write(a, w, refund_by_key.get(w.key))
+            continue
         if w.acknowledged:
             if record is None:
                 a.add("acknowledged_write_missing", f"{w.kind} {w.path} key={w.key}")
@@ -1226,6 +1276,8 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
 
     def answer(w: Write) -> tuple[int, Any] | None:
         """The definitive answer the server committed for this write, if any."""
+        if w.kind == "refund":
+            return None  # checked against the refund rows (_check_refund_write)
         if w.kind == "purchase":
             row = purchase_by_key.get(w.key)
             if row is None or row[2] != "paid":
@@ -1311,6 +1363,30 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
         if reference.startswith("pur_"):
             a.add("charge_without_purchase", f"{reference}: {len(charges)} charges")
     a.checked.update(charges=sum(1 for i in intents if i[3] == "succeeded"))
+    # Money back: each purchase's refunds at the provider are exactly its done refunds, and no
+    # refund is left pending once reconciled; so charges - refunds at the provider equal paid
+    # purchases - refunds in our books, to the cent.
+    ours: Counter[int] = Counter()
+    for _, purchase_pk, amount, status, _, _, _ in refund_rows:
+        if status != "done":
+            a.add("refund_left_pending", f"purchase {purchase_pk}: {amount} cents {status}")
+        elif purchase_pk is not None:
+            ours[purchase_pk] += amount
+    taken = given_back = books = 0
+    for pk, row in purchases.items():
+        if row[2] != "paid":
+            continue
+        at_provider = returned_at_provider.pop(str(row[6]), 0)
+        if at_provider != ours[pk]:
+            a.add("refund_money_differs", f"pur_{pk}: provider {at_provider}, ours {ours[pk]}")
+        taken += row[5]
+        given_back += at_provider
+        books += row[5] - ours[pk]
+    for intent_id, amount in returned_at_provider.items():
+        a.add("refund_without_purchase", f"{intent_id}: {amount} cents")
+    if taken - given_back != books:
+        a.add("money_differs", f"charged {taken} - refunded {given_back} != books {books}")
+    a.checked.update(refunds=len(refund_rows))
     # One receipt per paid purchase, and invoice numbers without gaps or repeats.
     receipts = Counter(purchase for _, kind, purchase in invoices if kind == "purchase")
     for pk, row in purchases.items():
@@ -1384,17 +1460,22 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
                 sums["granted"] += d_credits
             elif kind in ("consume", "adjustment") and d_credits <= 0:
                 sums["consumed"] -= d_credits
+            elif kind == "refund":
+                sums["refunded"] -= d_credits
             elif d_credits:
                 a.add("unexpected_credit_entry", f"led_{entry[0]} {kind} {d_credits}")
         history[org_id] = seen_states
         if breaks:
             a.add("ledger_chain_broken", f"org_{org_id}: {breaks} entries do not follow on")
-        identity = credits + sums["consumed"] - sums["purchased"] - sums["granted"]
+        identity = (
+            credits + sums["consumed"] + sums["refunded"] - sums["purchased"] - sums["granted"]
+        )
         if identity != 0:
             a.add(
                 "identity_violated",
-                f"org_{org_id}: credits {credits} + consumed {sums['consumed']} - purchased "
-                f"{sums['purchased']} - granted {sums['granted']} = {identity}",
+                f"org_{org_id}: credits {credits} + consumed {sums['consumed']} + refunded "
+                f"{sums['refunded']} - purchased {sums['purchased']} - granted "
+                f"{sums['granted']} = {identity}",
             )
         if assigned != open_reserved[org_id]:
             a.add(
