@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test test-sqlite test-postgres check lint typecheck bench api-docs clean
+.PHONY: help run test test-fast test-sqlite test-postgres check lint typecheck bench api-docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,9 @@ run: $(STAMP) $(KEY_FILE) ## install, migrate, create the demo org on first run,
 
 test: $(STAMP) ## install and run the whole test suite on SQLite, then on PostgreSQL
 	$(BIN)/python scripts/run_tests.py
+
+test-fast: $(STAMP) ## while working: SQLite, no browsers, no process-starting or long fuzz tests
+	$(BIN)/python scripts/run_tests.py --only sqlite -m "not browser and not slow"
 
 test-sqlite: $(STAMP) ## the suite on SQLite only
 	$(BIN)/python scripts/run_tests.py --only sqlite

@@ -24,6 +24,8 @@ import pytest
 
 from tests.conftest import console_script
 
+pytestmark = pytest.mark.slow  # starts processes: left out of make test-fast
+
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 STEP_TIMEOUT = 240
 

@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 EXAMPLES_PER_OPERATION = 20
 XAPI_VERSION = "1.0.3"

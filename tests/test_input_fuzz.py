@@ -58,7 +58,7 @@ from learncredits.credits.models import Assignment, LedgerEntry
 from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok, rolled_back_like_autocommit
 from tests.test_isolation import PAGE_LEARNER, PAGE_PUBLIC, PAGES, _walk
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Generated examples per target, after the explicit ones (see SWEEP): modest, so that the

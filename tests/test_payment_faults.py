@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.stripe_server"]
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc"),
     # The processes commit for real; on PostgreSQL they share the test database, which is
     # emptied afterwards.

@@ -22,7 +22,10 @@ import pytest
 
 from tests.conftest import HOST, console_script, free_port, migrate
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc"),
+]
 
 
 def _children(pid: int) -> dict[int, list[str]]:

@@ -36,6 +36,8 @@ import pytest
 
 from tests.conftest import HOST, console_script, free_port, migrate
 
+pytestmark = pytest.mark.slow  # starts processes: left out of make test-fast
+
 THREADS = 16
 REQUESTS_PER_THREAD = 25
 EMPLOYEES_PER_ORG = 30

@@ -33,7 +33,7 @@ from tests.bank.harness import (
     format_report,
 )
 
-pytestmark = pytest.mark.postgres_only
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
 SHORT = Config(
     duration=8.0,
