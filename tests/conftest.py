@@ -6,6 +6,7 @@ tests prove the contract on SQLite and on PostgreSQL (see scripts/run_tests.py).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -431,3 +432,23 @@ def migrate(env: dict[str, str], cwd: Path) -> None:
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes], port: int, path: str, log: Path, seconds: float = 120
+) -> None:
+    """Wait until a ``learncredits serve`` just started answers ``path`` with 200; fails the
+    test with the end of its log if it exits or does not come up in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.2)

@@ -213,6 +213,16 @@ def stripe_intents(server: LocalStripe, org: OrgHandle) -> list[Any]:
     return server.intents_of(customer)
 
 
+def start_a_3ds_purchase(alice: Visitor, org: OrgHandle) -> Any:
+    """Sign in, save the card that asks for 3-D Secure, buy 10 credits: the page that waits
+    for the cardholder."""
+    alice.sign_in(admin_of(org))
+    save_card(alice, THREE_D_SECURE, authenticate=True)
+    buy(alice, 10)
+    expect(alice.page).to_have_url(re.compile(r"/settings/payment\?authenticate=pi_\w+$"))
+    return alice.page
+
+
 @pytest.mark.browser
 def test_stripe_a_3ds_card_is_saved_then_a_purchase_is_authenticated_on_the_page(
     browse: Callable[..., Visitor],  # noqa: F811  (the fixture imported above)
@@ -221,12 +231,7 @@ def test_stripe_a_3ds_card_is_saved_then_a_purchase_is_authenticated_on_the_page
 ) -> None:
     org = make_org("Acme")
     alice = browse()
-    alice.sign_in(admin_of(org))
-    save_card(alice, THREE_D_SECURE, authenticate=True)
-
-    buy(alice, 10)
-    page = alice.page
-    expect(page).to_have_url(re.compile(r"/settings/payment\?authenticate=pi_\w+$"))
+    page = start_a_3ds_purchase(alice, org)
     expect(page.get_by_test_id("authenticate-payment")).to_contain_text("$100.00")
     intent_id = page.url.rsplit("=", 1)[1]
     # Waiting for the cardholder: nothing charged at Stripe, no credits here.
@@ -257,12 +262,7 @@ def test_stripe_a_failed_3ds_step_says_so_and_charges_nothing(
 ) -> None:
     org = make_org("Acme")
     alice = browse()
-    alice.sign_in(admin_of(org))
-    save_card(alice, THREE_D_SECURE, authenticate=True)
-
-    buy(alice, 10)
-    page = alice.page
-    expect(page).to_have_url(re.compile(r"/settings/payment\?authenticate=pi_\w+$"))
+    page = start_a_3ds_purchase(alice, org)
     page.get_by_test_id("authenticate-start").click()
     page.get_by_role("button", name="Fail authentication").click()
     alice.at("/buy")

@@ -21,7 +21,6 @@ import secrets
 import signal
 import subprocess
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from tests.conftest import (
     migrate,
     ok,
     run_threads,
+    wait_until_serving,
 )
 
 PASSWORD = "Correct-Horse-Battery-42"
@@ -314,19 +314,7 @@ def server(tmp_path: Path, flushable: None) -> Iterator[Server]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                conn = http.client.HTTPConnection(HOST, port, timeout=5)
-                conn.request("GET", "/login")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_until_serving(process, port, "/login", log)
         yield Server(port, token, checks_file)
     finally:
         if process.poll() is None:

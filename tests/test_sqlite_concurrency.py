@@ -25,7 +25,6 @@ import secrets
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HOST, console_script, free_port, migrate
+from tests.conftest import HOST, console_script, free_port, migrate, wait_until_serving
 
 pytestmark = pytest.mark.slow  # starts processes: left out of make test-fast
 
@@ -146,19 +145,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         )
     running = Server(process, port, token, database, env, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                conn = http.client.HTTPConnection(HOST, port, timeout=5)
-                conn.request("GET", "/api/v1/openapi.json")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_until_serving(process, port, "/api/v1/openapi.json", log)
         yield running
     finally:
         running.stop()
