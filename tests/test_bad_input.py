@@ -455,6 +455,17 @@ ROUTES = [
     Route("POST", "/billing/close-period", {"period": "2024-01"}, operator_only=True,
           required=("period",)),
     Route("GET", "/billing/statement", params={"period": "2024-01"}, operator_only=True),
+    Route("PUT", "/seller",
+          {"legal_name": "Seller GmbH", "address": "Berlin", "country": "DE",
+           "tax_id": "DE136695976"},
+          operator_only=True, required=("legal_name", "address", "country")),
+    Route("GET", "/seller", operator_only=True),
+    Route("PUT", "/tax/rates",
+          {"rates": [{"country": "DE", "name": "VAT", "rate_bps": 1900,
+                      "effective_from": "2020-01-01"}]},
+          operator_only=True, required=("rates",)),
+    Route("GET", "/tax/rates", operator_only=True),
+    Route("GET", "/tax/report", params={"period": "2024-01"}, operator_only=True),
     Route("POST", "/orgs/{a}/purchases/{a_pur}/refund", {"credits": 1, "reason": "unused"},
           operator_only=True, required=("credits", "reason")),
     Route("POST", "/orgs/{a}/invoices/{a_inv}/credit-note",
@@ -597,6 +608,8 @@ def test_every_endpoint_of_api_md_is_implemented_and_in_the_matrix(registered):
         "GET /orgs/{}/webhooks/{}/deliveries",
         "POST /xapi/statements",
         "PUT /xapi/statements",
+        "PUT /seller",
+        "PUT /tax/rates",
     }
     known = {f"{r.method} {_normalize(r.path)}" for r in ROUTES}
     assert contract - known == set()

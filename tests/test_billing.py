@@ -725,6 +725,7 @@ STATEMENT_FIELDS = [
     "deferred_closing_cents",
     "refunded_credits",
     "refunded_cents",
+    "tax_collected_cents",
     "currency",
 ]
 
@@ -758,6 +759,7 @@ def test_statement_cost_basis_is_first_in_first_out_across_lots(make_org, make_c
         "deferred_closing_cents": 90 * 850,
         "refunded_credits": 0,
         "refunded_cents": 0,
+        "tax_collected_cents": 0,
         "currency": "USD",
     }
     february = statement(org, "2026-02")
@@ -776,6 +778,7 @@ def test_statement_cost_basis_is_first_in_first_out_across_lots(make_org, make_c
         "deferred_closing_cents": 0,
         "refunded_credits": 0,
         "refunded_cents": 0,
+        "tax_collected_cents": 0,
         "currency": "USD",
     }
     for s in (january, february):

@@ -84,6 +84,8 @@ LEARNCREDITS_MAX_BODY_BYTES = env.int("LEARNCREDITS_MAX_BODY_BYTES", default=102
 LEARNCREDITS_INVOICE_DUE_DAYS = env.int("LEARNCREDITS_INVOICE_DUE_DAYS", default=14)
 # Seller shown on invoices.
 LEARNCREDITS_SELLER = env.str("LEARNCREDITS_SELLER", default="learncredits Marketplace Inc.")
+# Until the operator sets the seller's details (PUT /seller), documents print these.
+LEARNCREDITS_SELLER_COUNTRY = env.str("LEARNCREDITS_SELLER_COUNTRY", default="US")
 LEARNCREDITS_SELLER_ADDRESS = env.str(
     "LEARNCREDITS_SELLER_ADDRESS", default="1 Market Street, San Francisco, CA 94105, USA"
 )

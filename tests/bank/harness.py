@@ -786,10 +786,23 @@ class BankRun:
             raise HarnessError(f"setup {kind} {path} failed: {write.status} {write.response}")
         return write.response
 
-    def create_org(self, http_: Http, name: str, employees: int, credits: int) -> OrgState:
+    def configure(self, http_: Http, method: str, path: str, body: dict[str, Any]) -> None:
+        """An operator's setting made before the load (not a write the checks account for)."""
+        reply = http_.call(method, path, self.token, body)
+        if reply.status != 200:
+            raise HarnessError(f"setup {method} {path} failed: {reply.status} {reply.body}")
+
+    def create_org(
+        self, http_: Http, name: str, employees: int, credits: int, taxed: bool = False
+    ) -> OrgState:
         org = self.post(
             http_, "org", "", "/orgs", {"name": name, "billing_email": "b@example.com"}, self.token
         )
+        if taxed:
+            # Half the orgs pay sales tax, at a rate whose tax is often a fraction of a cent:
+            # the money checks then cover amounts charged and refunded with tax.
+            tax = {"tax": {"country": "US", "region": "NY"}}
+            self.configure(http_, "PATCH", f"/orgs/{org['id']}", tax)
         key = self.post(
             http_, "api_key", org["id"], f"/orgs/{org['id']}/api-keys", {"name": "bank"}, self.token
         )["key"]
@@ -807,6 +820,10 @@ class BankRun:
     def setup(self) -> None:
         t = time.monotonic()
         http_ = self._http()
+        rate = {"country": "US", "region": "NY", "name": "Sales tax", "rate_bps": 887}
+        self.configure(
+            http_, "PUT", "/tax/rates", {"rates": [{**rate, "effective_from": "2020-01-01"}]}
+        )
         for title, cost in CONTENT:
             body = {"title": title, "premium": cost > 0, "credit_cost": cost}
             item = self.post(http_, "content", "", "/content", body, self.token)
@@ -818,7 +835,9 @@ class BankRun:
             client = self._http()
             try:
                 self.orgs.append(
-                    self.create_org(client, f"Bank org {i}", self.config.employees, 100)
+                    self.create_org(
+                        client, f"Bank org {i}", self.config.employees, 100, taxed=i % 2 == 1
+                    )
                 )
             except BaseException as exc:
                 errors.append(exc)
@@ -1186,8 +1205,9 @@ def check_invariants(conn: psycopg.Connection[Any], journal: Journal) -> Anomali
     purchases = {
         r[0]: r
         for r in conn.execute(
-            "SELECT id, org_id, status, quantity, idempotency_key, total_cents, provider_reference"
-            " FROM credits_purchase"
+            # What the card was asked for: the net total and the tax on it.
+            "SELECT id, org_id, status, quantity, idempotency_key,"
+            " total_cents + tax_cents, provider_reference FROM credits_purchase"
         ).fetchall()
     }
     # Purchases keep their Idempotency-Key on the purchase row, not in the idempotency table

@@ -31,6 +31,7 @@ from learncredits.api.auth import (
 from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.api.problems import from_domain_error, problem, validation_problem
 from learncredits.billing import purchases
+from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
 from learncredits.credits import actions
@@ -158,7 +159,8 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     require_operator(request)
     org = org_for(request, org_id)
     changes = body.model_dump(exclude_unset=True)
-    nulls = [field for field, value in changes.items() if value is None]
+    # A null tax removes the profile; no other setting can be removed.
+    nulls = [field for field, value in changes.items() if value is None and field != "tax"]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
     org = tenancy.update_org(org, changes, actor=caller(request).label)
@@ -261,7 +263,10 @@ class QuoteParams(s.Schema):
 
 @api.get("/pricing/quote", response=responses(200, s.QuoteOut), tags=["catalog"])
 def get_quote(request: HttpRequest, params: Query[QuoteParams]) -> dict[str, Any]:
-    return out.quote(pricing.quote(current_price_book(), params.quantity))
+    """A quote; for an org with a tax profile, with the tax it would pay today."""
+    quote = pricing.quote(current_price_book(), params.quantity)
+    org = caller(request).org
+    return out.quote(quote, billing_tax.quote_tax(org, quote) if org is not None else None)
 
 
 # --- one organization ----------------------------------------------------------------------
@@ -494,6 +499,7 @@ def _register_routers() -> None:
     api.add_router("", xapi_router)
     api.add_router("", "learncredits.api.refund_routes.router")
     api.add_router("", "learncredits.api.payment_routes.router")
+    api.add_router("", "learncredits.api.tax_routes.router")
 
 
 _register_routers()

@@ -58,7 +58,7 @@ class InvoiceListParams(ListParams):
 
 
 def _invoices(org: Organization) -> Any:
-    return with_status(Invoice.objects.filter(org=org)).prefetch_related("lines")
+    return with_status(Invoice.objects.filter(org=org)).prefetch_related("lines", "tax_lines")
 
 
 @router.get(
@@ -81,6 +81,11 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
                 "issued_at",
                 "due_at",
                 "lines",
+                "subtotal_cents",
+                "tax_cents",
+                "tax_treatment",
+                "buyer_country",
+                "buyer_tax_id",
             ]
         ]
         for invoice in _invoices(org).order_by("pk"):
@@ -97,6 +102,11 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
                     data["issued_at"],
                     data["due_at"],
                     len(data["lines"]),
+                    data["subtotal_cents"],
+                    data["tax_cents"],
+                    data["tax_treatment"],
+                    data["buyer"]["country"] or "",
+                    data["buyer"]["tax_id"] or "",
                 ]
             )
         return _csv(rows, f"invoices-org_{org.pk}.csv")

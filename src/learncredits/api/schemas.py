@@ -7,6 +7,7 @@ silently does nothing.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from ninja import Schema
@@ -31,11 +32,43 @@ class OrgIn(StrictIn):
     alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] = 0
 
 
+class TaxProfileIn(StrictIn):
+    """Where the org is for tax. ``country``: ISO 3166-1 alpha-2; ``region``: an ISO 3166-2
+    subdivision of it ("NY" or "US-NY"), where one applies; ``tax_id``: validated for the
+    country (EU VAT numbers with or without their prefix)."""
+
+    country: Annotated[StrictStr, Field(min_length=1, max_length=8)]
+    region: Annotated[StrictStr, Field(max_length=8)] | None = None
+    tax_id: Annotated[StrictStr, Field(max_length=60)] | None = None
+    exempt: StrictBool = False
+
+
 class OrgPatch(StrictIn):
     name: Name | None = None
     billing_email: Email | None = None
     timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
     alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] | None = None
+    # The tax profile as a whole; null removes it (no tax is charged without one).
+    tax: TaxProfileIn | None = None
+
+
+class SellerIn(StrictIn):
+    legal_name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    address: Annotated[StrictStr, Field(min_length=1, max_length=1000)]
+    country: Annotated[StrictStr, Field(min_length=1, max_length=8)]
+    tax_id: Annotated[StrictStr, Field(max_length=60)] | None = None
+
+
+class TaxRateIn(StrictIn):
+    country: Annotated[StrictStr, Field(min_length=1, max_length=8)]
+    region: Annotated[StrictStr, Field(max_length=8)] | None = None
+    name: Annotated[StrictStr, Field(min_length=1, max_length=60)]
+    rate_bps: Annotated[StrictInt, Field(ge=0, le=10_000)]
+    effective_from: date
+
+
+class TaxRatesIn(StrictIn):
+    rates: Annotated[list[TaxRateIn], Field(max_length=2000)]
 
 
 class ApiKeyIn(StrictIn):
@@ -103,13 +136,70 @@ class ReassignIn(StrictIn):
 # --- outputs ------------------------------------------------------------------------------
 
 
+class TaxProfileOut(Schema):
+    country: str
+    region: str | None
+    tax_id: str | None
+    exempt: bool
+
+
 class OrgOut(Schema):
     id: str
     name: str
     billing_email: str
     timezone: str
     alert_threshold: int
+    # null: no tax profile, and no tax charged.
+    tax: TaxProfileOut | None
     created_at: str
+
+
+class SellerOut(Schema):
+    legal_name: str
+    address: str
+    country: str
+    tax_id: str | None
+
+
+class TaxRateOut(Schema):
+    country: str
+    region: str | None
+    name: str
+    rate_bps: int
+    effective_from: str
+
+
+class TaxRatesOut(Schema):
+    # The version's number (null before any PUT /tax/rates) and when it was set.
+    version: int | None
+    created_at: str | None
+    rates: list[TaxRateOut]
+
+
+class TaxReportRowOut(Schema):
+    country: str
+    region: str | None
+    name: str
+    rate_bps: int
+    taxable_cents: int
+    tax_cents: int
+    documents: int
+
+
+class UntaxedRowOut(Schema):
+    # reverse_charge, exempt, no_profile, or no_rate (taxed, but no rate in force there).
+    treatment: str
+    country: str
+    net_cents: int
+    documents: int
+
+
+class TaxReportOut(Schema):
+    period: str
+    currency: str
+    tax_cents: int
+    rows: list[TaxReportRowOut]
+    untaxed: list[UntaxedRowOut]
 
 
 class ApiKeyOut(Schema):
@@ -170,6 +260,9 @@ class QuoteOut(Schema):
     currency: str
     better_quantity: int | None
     better_total_cents: int | None
+    # With the caller's org's tax profile (null for the operator and for orgs without one).
+    tax_cents: int | None = None
+    total_with_tax_cents: int | None = None
 
 
 class NextAction(Schema):
@@ -181,7 +274,10 @@ class PurchaseOut(Schema):
     id: str
     quantity: int
     unit_price_cents: int
+    # Net of tax, as the price book; the card is charged total_with_tax_cents.
     total_cents: int
+    tax_cents: int
+    total_with_tax_cents: int
     currency: str
     status: Literal["pending", "paid", "failed"]
     invoice_id: str | None
@@ -282,6 +378,28 @@ class InvoiceLineOut(Schema):
     assignment_id: str | None
 
 
+class TaxLineOut(Schema):
+    name: str
+    rate_bps: int
+    # The jurisdiction levying it, and the part of the subtotal it taxes.
+    country: str
+    region: str | None
+    taxable_cents: int
+    amount_cents: int
+
+
+class PartyOut(Schema):
+    """The seller or the buyer as printed on the document when it was issued."""
+
+    name: str
+    address: str | None
+    email: str | None
+    country: str | None
+    region: str | None
+    tax_id: str | None
+    exempt: bool
+
+
 class InvoiceOut(Schema):
     id: str
     number: str
@@ -291,6 +409,16 @@ class InvoiceOut(Schema):
     status: Literal["open", "paid", "past_due", "credited", "issued"]
     currency: str
     lines: list[InvoiceLineOut]
+    seller: PartyOut
+    buyer: PartyOut
+    # The lines' sum (net of tax); total_cents = subtotal_cents + the tax lines' amounts.
+    subtotal_cents: int
+    tax_lines: list[TaxLineOut]
+    tax_cents: int
+    # taxed, exempt, reverse_charge or no_profile; tax_note is what the document says.
+    tax_treatment: str
+    reverse_charge: bool
+    tax_note: str
     total_cents: int
     issued_at: str
     due_at: str
@@ -317,6 +445,8 @@ class StatementOut(Schema):
     # Credits given back for money, at their lots' prices (not recognized revenue).
     refunded_credits: int
     refunded_cents: int
+    # Tax on the documents issued in the period (credit notes netted); not in the money above.
+    tax_collected_cents: int
     currency: str
 
 

@@ -6,13 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from learncredits import ids
+from learncredits.billing import tax as billing_tax
 from learncredits.billing.invoicing import amount_due_cents, invoice_status
-from learncredits.billing.models import Invoice, Refund
+from learncredits.billing.models import Invoice, InvoiceTaxLine, Refund
 from learncredits.billing.reports import Forecast
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import BalanceView
 from learncredits.domain.pricing import PriceBook, Quote
+from learncredits.domain.tax import NOTES, TaxedAmount, Treatment
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
 
 
@@ -29,6 +31,7 @@ def org(o: Organization) -> dict[str, Any]:
         "billing_email": o.billing_email,
         "timezone": o.timezone,
         "alert_threshold": o.alert_threshold,
+        "tax": billing_tax.profile_dict(o),
         "created_at": iso(o.created_at),
     }
 
@@ -74,7 +77,8 @@ def price_book(book: PriceBook) -> dict[str, Any]:
     }
 
 
-def quote(q: Quote) -> dict[str, Any]:
+def quote(q: Quote, taxed: TaxedAmount | None = None) -> dict[str, Any]:
+    """A quote; with ``taxed`` (the org has a tax profile), the tax it would pay too."""
     return {
         "quantity": q.quantity,
         "unit_price_cents": q.unit_price_cents,
@@ -84,6 +88,8 @@ def quote(q: Quote) -> dict[str, Any]:
         "currency": q.currency,
         "better_quantity": q.better_quantity,
         "better_total_cents": q.better_total_cents,
+        "tax_cents": None if taxed is None else taxed.tax_cents,
+        "total_with_tax_cents": None if taxed is None else taxed.total_cents,
     }
 
 
@@ -93,6 +99,8 @@ def purchase(p: Purchase) -> dict[str, Any]:
         "quantity": p.quantity,
         "unit_price_cents": p.unit_price_cents,
         "total_cents": p.total_cents,
+        "tax_cents": p.tax_cents,
+        "total_with_tax_cents": p.total_cents + p.tax_cents,
         "currency": p.currency,
         "status": p.status,
         "invoice_id": _receipt_id(p),
@@ -198,12 +206,56 @@ def invoice(i: Invoice) -> dict[str, Any]:
             }
             for line in i.lines.all()
         ],
+        "seller": seller(i.seller),
+        "buyer": buyer(i),
+        "subtotal_cents": i.total_cents - i.tax_cents,
+        "tax_lines": [tax_line(line) for line in i.tax_lines.all()],
+        "tax_cents": i.tax_cents,
+        "tax_treatment": i.tax_treatment,
+        "reverse_charge": i.tax_treatment == Treatment.REVERSE_CHARGE,
+        "tax_note": NOTES[Treatment(i.tax_treatment)],
         "total_cents": i.total_cents,
         "issued_at": iso(i.issued_at),
         "due_at": iso(i.due_at),
         "purchase_id": ids.encode("purchase", i.purchase_id),
         "credits_invoice_id": ids.encode("invoice", i.credits_invoice_id),
         "amount_due_cents": amount_due_cents(i),
+    }
+
+
+def seller(details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": details.get("legal_name", ""),
+        "address": details.get("address") or None,
+        "email": None,
+        "country": details.get("country") or None,
+        "region": None,
+        "tax_id": details.get("tax_id") or None,
+        "exempt": False,
+    }
+
+
+def buyer(i: Invoice) -> dict[str, Any]:
+    details = i.buyer or {}
+    return {
+        "name": i.buyer_name,
+        "address": None,
+        "email": i.buyer_email,
+        "country": details.get("country"),
+        "region": details.get("region"),
+        "tax_id": details.get("tax_id"),
+        "exempt": bool(details.get("exempt", False)),
+    }
+
+
+def tax_line(line: InvoiceTaxLine) -> dict[str, Any]:
+    return {
+        "name": line.name,
+        "rate_bps": line.rate_bps,
+        "country": line.country,
+        "region": line.region or None,
+        "taxable_cents": line.taxable_cents,
+        "amount_cents": line.amount_cents,
     }
 
 

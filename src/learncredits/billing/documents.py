@@ -12,8 +12,9 @@ from django.template.loader import render_to_string
 from xhtml2pdf import pisa
 
 from learncredits.billing.invoicing import amount_due_cents, credited_cents, invoice_status
-from learncredits.billing.models import Invoice, Refund
+from learncredits.billing.models import Invoice, InvoiceTaxLine, Refund
 from learncredits.domain.money import format_cents
+from learncredits.domain.tax import NOTES, Treatment, label
 
 TITLES: dict[str, str] = {
     Invoice.Kind.PURCHASE: "Receipt",
@@ -59,8 +60,17 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
         "amount_due": format_cents(amount_due_cents(invoice), invoice.currency)
         if credits_total
         else None,
-        "seller": settings.LEARNCREDITS_SELLER,
-        "seller_address": settings.LEARNCREDITS_SELLER_ADDRESS,
+        **_parties(invoice),
+        "subtotal": format_cents(invoice.total_cents - invoice.tax_cents, invoice.currency),
+        "tax_lines": [
+            {
+                "label": _tax_label(line),
+                "taxable": format_cents(line.taxable_cents, invoice.currency),
+                "amount": format_cents(line.amount_cents, invoice.currency),
+            }
+            for line in invoice.tax_lines.all()
+        ],
+        "tax_note": NOTES[Treatment(invoice.tax_treatment)],
         "issued_on": invoice.issued_at.astimezone(tz).date().isoformat(),
         "due_on": invoice.due_at.astimezone(tz).date().isoformat(),
         "status": invoice_status(invoice),
@@ -68,6 +78,29 @@ def invoice_context(invoice: Invoice) -> dict[str, Any]:
         "total": format_cents(invoice.total_cents, invoice.currency),
         "retail_total": retail_total,
         "saving": saving,
+    }
+
+
+def _tax_label(line: InvoiceTaxLine) -> str:
+    return label(line.name, line.rate_bps, line.country, line.region or None)
+
+
+def _parties(invoice: Invoice) -> dict[str, Any]:
+    """The seller and buyer blocks as the document was issued (an invoice issued before
+    seller details were kept prints the configured seller)."""
+    seller = invoice.seller or {
+        "legal_name": settings.LEARNCREDITS_SELLER,
+        "address": settings.LEARNCREDITS_SELLER_ADDRESS,
+    }
+    buyer = invoice.buyer or {}
+    region = buyer.get("region")
+    return {
+        "seller": seller.get("legal_name", ""),
+        "seller_address_lines": [ln for ln in str(seller.get("address", "")).splitlines() if ln],
+        "seller_country": seller.get("country", ""),
+        "seller_tax_id": seller.get("tax_id", ""),
+        "buyer_location": ((buyer.get("country") or "") + (f"-{region}" if region else "")),
+        "buyer_tax_id": buyer.get("tax_id") or "",
     }
 
 

@@ -30,12 +30,14 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from learncredits import ids
+from learncredits.billing import tax as billing_tax
 from learncredits.billing.models import (
     CreditNoteSequence,
     Invoice,
     InvoiceLine,
     InvoicePayment,
     InvoiceSequence,
+    InvoiceTaxLine,
     PeriodClose,
 )
 from learncredits.catalog.models import Content
@@ -162,15 +164,21 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
         f"(retail {format_cents(purchase.retail_unit_price_cents)}; "
         f"volume saving {format_cents(saving)})"
     )
+    # The tax decided when the purchase was opened: what the receipt says is what was charged.
+    taxed = billing_tax.taxed_from_json(purchase.total_cents, purchase.tax)
     invoice = Invoice.objects.create(
         org=org,
         number=next_invoice_number(now),
         kind=Invoice.Kind.PURCHASE,
         period=period_of(now, org.timezone),
         currency=purchase.currency,
-        total_cents=purchase.total_cents,
+        total_cents=taxed.total_cents,
+        tax_cents=taxed.tax_cents,
+        tax_treatment=taxed.treatment.value,
         buyer_name=org.name,
         buyer_email=org.billing_email,
+        seller=purchase.tax.get("seller") or billing_tax.TaxContext.load().seller_snapshot(),
+        buyer=purchase.tax.get("buyer", {}),
         purchase=purchase,
         issued_at=now,
         due_at=now,
@@ -184,12 +192,13 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
         unit_price_cents=purchase.unit_price_cents,
         amount_cents=purchase.total_cents,
     )
+    billing_tax.record_tax_lines(invoice, taxed)
     InvoicePayment.objects.create(
         org=org,
         invoice=invoice,
         attempt=1,
         approved=True,
-        amount_cents=purchase.total_cents,
+        amount_cents=taxed.total_cents,
         reference=purchase.provider_reference,
         attempted_at=now,
     )
@@ -204,6 +213,8 @@ def _issued_data(invoice: Invoice) -> dict[str, Any]:
         "number": invoice.number,
         "kind": invoice.kind,
         "period": invoice.period,
+        "subtotal_cents": invoice.total_cents - invoice.tax_cents,
+        "tax_cents": invoice.tax_cents,
         "total_cents": invoice.total_cents,
         "currency": invoice.currency,
         "due_at": invoice.due_at.isoformat(),
@@ -244,20 +255,28 @@ def issue_credit_note(
     the note, its number and what it credits stand or fall together. Emits
     ``credit_note.issued`` (email and webhooks through the outbox)."""
     now = timezone.now()
-    total = -sum(c.quantity * c.unit_price_cents for c in lines)
+    # The tax of what is credited, in proportion to the credited invoice's own tax.
+    taxed = billing_tax.credit_note_tax(
+        credited, sum(c.quantity * c.unit_price_cents for c in lines)
+    )
     note = Invoice.objects.create(
         org=org,
         number=next_credit_note_number(now),
         kind=Invoice.Kind.CREDIT_NOTE,
         period=credited.period,
         currency=credited.currency,
-        total_cents=total,
+        total_cents=taxed.total_cents,
+        tax_cents=taxed.tax_cents,
+        tax_treatment=taxed.treatment.value,
         buyer_name=credited.buyer_name,
         buyer_email=credited.buyer_email,
+        seller=credited.seller,
+        buyer=credited.buyer,
         credits_invoice=credited,
         issued_at=now,
         due_at=now,
     )
+    billing_tax.record_tax_lines(note, taxed)
     InvoiceLine.objects.bulk_create(
         [
             InvoiceLine(
@@ -283,6 +302,8 @@ def issue_credit_note(
             "kind": note.kind,
             "credits_invoice_id": ids.encode("invoice", credited.pk),
             "credits_invoice_number": credited.number,
+            "subtotal_cents": note.total_cents - note.tax_cents,
+            "tax_cents": note.tax_cents,
             "total_cents": note.total_cents,
             "currency": note.currency,
             "reason": reason,
@@ -322,8 +343,12 @@ _INVOICE_COLUMNS = (  # the two datetimes last (adapted once a batch)
     "period",
     "currency",
     "total_cents",
+    "tax_cents",
+    "tax_treatment",
     "buyer_name",
     "buyer_email",
+    "seller",
+    "buyer",
     "purchase_id",
     "credits_invoice_id",
     "issued_at",
@@ -462,6 +487,19 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
         due = now + timedelta(days=settings.LEARNCREDITS_INVOICE_DUE_DAYS)
         year, last = _reserve_numbers(now, len(billed))
         currency = Invoice._meta.get_field("currency").get_default()
+        # Each overage line is taxed at the rates in force on the day it arose.
+        context = billing_tax.TaxContext.load()
+        seller = context.seller_snapshot()
+        taxes = {
+            c.org.pk: context.tax(
+                c.org,
+                [
+                    (o.credits * o.unit_price_cents, billing_tax.utc_day(o.created_at))
+                    for o in overages[c.org.pk]
+                ],
+            )
+            for c in billed
+        }
         values = [
             {
                 "org_id": c.org.pk,
@@ -469,9 +507,13 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
                 "kind": Invoice.Kind.MONTHLY.value,
                 "period": c.period,
                 "currency": currency,
-                "total_cents": sum(o.credits * o.unit_price_cents for o in overages[c.org.pk]),
+                "total_cents": taxes[c.org.pk].total_cents,
+                "tax_cents": taxes[c.org.pk].tax_cents,
+                "tax_treatment": taxes[c.org.pk].treatment.value,
                 "buyer_name": c.org.name,
                 "buyer_email": c.org.billing_email,
+                "seller": seller,
+                "buyer": billing_tax.buyer_snapshot(c.org),
                 "purchase_id": None,
                 "credits_invoice_id": None,
                 "issued_at": now,
@@ -479,18 +521,26 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
             }
             for n, c in enumerate(billed, start=1)
         ]
-        # Every column but the two datetimes is a plain int, str or None, which the fields
-        # store as given; the datetimes are the same for the whole batch: adapted once.
+        # The datetimes are the same for the whole batch: adapted once.
         stamps = sql.adapt(Invoice, _INVOICE_COLUMNS[-2:], (now, due))
         plain = _INVOICE_COLUMNS[:-2]
         pks = sql.insert(
-            Invoice, _INVOICE_COLUMNS, [[v[k] for k in plain] + stamps for v in values]
+            Invoice,
+            _INVOICE_COLUMNS,
+            [sql.adapt(Invoice, plain, [v[k] for k in plain]) + stamps for v in values],
         )
         for close, pk, value in zip(billed, pks, values, strict=True):
             invoice = sql.loaded(Invoice, {"id": pk, **value})
             Invoice.org.field.set_cached_value(invoice, close.org)
             invoices[close.org.pk] = invoice
         _insert_lines(billed, overages, invoices)
+        tax_rows = [
+            row
+            for c in billed
+            for row in billing_tax.tax_line_rows(c.org.pk, invoices[c.org.pk], taxes[c.org.pk])
+        ]
+        if tax_rows:
+            InvoiceTaxLine.objects.bulk_create(tax_rows)
         for period in {c.period for c in billed}:
             Alert.objects.filter(
                 org_id__in=[c.org.pk for c in billed if c.period == period],

@@ -45,10 +45,20 @@ class Invoice(models.Model):
     # The billing period (YYYY-MM, org time zone): the overage month, or the purchase's month.
     period = models.CharField(max_length=7)
     currency = models.CharField(max_length=3, default="USD")
+    # What the buyer pays: the subtotal (net of tax) plus ``tax_cents``, the sum of its tax
+    # lines (``InvoiceTaxLine``). The subtotal is derived: total - tax.
     total_cents = models.BigIntegerField()
+    tax_cents = models.BigIntegerField(default=0)
+    # domain.tax.Treatment: taxed, exempt, reverse_charge, or no_profile (nothing known).
+    tax_treatment = models.CharField(max_length=16, default="no_profile")
     # Buyer as it was at issue: an invoice does not change when the org is renamed.
     buyer_name = models.CharField(max_length=200)
     buyer_email = models.EmailField(max_length=254)
+    # The seller's and the buyer's tax details as they were at issue (billing/tax.py):
+    # ``{"legal_name", "address", "country", "tax_id"}`` and
+    # ``{"country", "region", "tax_id", "exempt"}`` (empty when the org had no tax profile).
+    seller = models.JSONField(default=dict)
+    buyer = models.JSONField(default=dict)
     purchase = models.OneToOneField(
         Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="receipt"
     )
@@ -114,6 +124,73 @@ class InvoiceLine(models.Model):
             models.CheckConstraint(
                 condition=Q(amount_cents=models.F("quantity") * models.F("unit_price_cents")),
                 name="line_amount_consistent",
+            ),
+        ]
+
+
+class InvoiceTaxLine(models.Model):
+    """One tax applied to an invoice: the rate, the jurisdiction levying it, the part of the
+    subtotal it taxes and the tax (negative on a credit note). Append-only like the lines."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="tax_lines")
+    position = models.IntegerField()
+    name = models.CharField(max_length=60)
+    rate_bps = models.IntegerField()
+    country = models.CharField(max_length=2)
+    region = models.CharField(max_length=3, blank=True, default="")
+    taxable_cents = models.BigIntegerField()
+    amount_cents = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice", "position"], name="tax_line_position_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(rate_bps__gte=0, rate_bps__lte=10_000), name="tax_line_rate_range"
+            ),
+        ]
+
+
+class SellerDetails(models.Model):
+    """The seller's legal details, kept by the operator: one row (pk 1), printed on every
+    document issued after it changes (documents keep the details they were issued with)."""
+
+    legal_name = models.CharField(max_length=200)
+    address = models.TextField(max_length=1000)
+    country = models.CharField(max_length=2)
+    tax_id = models.CharField(max_length=40, blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, default="system")
+
+
+class TaxRateTable(models.Model):
+    """One version of the whole tax rate schedule (``PUT /tax/rates``). The newest is in
+    force; each of its rates applies from its own effective date. Older versions are kept:
+    they say what was in force when a document was issued."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+
+
+class TaxRateEntry(models.Model):
+    table = models.ForeignKey(TaxRateTable, on_delete=models.PROTECT, related_name="rates")
+    country = models.CharField(max_length=2)
+    region = models.CharField(max_length=3, blank=True, default="")  # "" = the whole country
+    name = models.CharField(max_length=60)
+    rate_bps = models.IntegerField()
+    effective_from = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["table", "country", "region", "name", "effective_from"],
+                name="tax_rate_version_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate_bps__gte=0, rate_bps__lte=10_000), name="tax_rate_range"
             ),
         ]
 

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from learncredits import ids
+from learncredits.billing import tax as billing_tax
 from learncredits.billing.payment_methods import STRIPE, require_card
 from learncredits.billing.payments import (
     PaymentOutcome,
@@ -97,11 +98,14 @@ def create_pending(
     must commit before the purchase is settled)."""
     book = current_price_book()
     quote = pricing.quote(book, quantity)
+    tax_cents, tax = billing_tax.purchase_tax(org, quote.total_cents, timezone.now())
     return Purchase.objects.create(
         org_id=org.pk,
         quantity=quantity,
         unit_price_cents=quote.unit_price_cents,
         total_cents=quote.total_cents,
+        tax_cents=tax_cents,
+        tax=tax,
         retail_unit_price_cents=book.retail_unit_price_cents,
         currency=quote.currency,
         provider=provider_name,
@@ -129,7 +133,8 @@ def _request_for(
         # here: an org without one has no card either, and the provider says so.
         customer=(org.stripe_customer_id or "") if purchase.provider == STRIPE else "",
         billing_email=org.billing_email,
-        amount_cents=purchase.total_cents,
+        # Prices are net of tax; the card pays the tax too.
+        amount_cents=purchase.total_cents + purchase.tax_cents,
         currency=purchase.currency,
         description=f"{purchase.quantity} learncredits credits",
         off_session=off_session,

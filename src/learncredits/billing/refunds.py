@@ -114,7 +114,8 @@ def refund_purchase(
                         purchase=purchase,
                         credit_note=note,
                         credits=credits,
-                        amount_cents=credits * lot.unit_price_cents,
+                        # The credits at the lot's price, and the tax charged on them.
+                        amount_cents=-note.total_cents,
                         currency=purchase.currency,
                         payment_reference=purchase.provider_reference,
                         provider=purchase.provider,

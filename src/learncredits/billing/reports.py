@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
+from learncredits.billing.models import Invoice
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.models import Balance, CreditLot, LedgerEntry, LotDraw
 from learncredits.domain import pricing
@@ -51,6 +52,9 @@ class Statement:
     deferred_closing_cents: int
     refunded_credits: int = 0
     refunded_cents: int = 0
+    # Tax is not revenue: none of the money above includes it. This is the tax on the
+    # documents issued in the period, credit notes netted.
+    tax_collected_cents: int = 0
     currency: str = "USD"
 
     def as_dict(self) -> dict[str, object]:
@@ -120,6 +124,10 @@ def statement(org: Organization, period: str) -> Statement:
         deferred_closing_cents=_deferred_at(org.pk, end),
         refunded_credits=-_sum(entries.filter(type=T.REFUND), "credits_delta"),
         refunded_cents=_sum(refund_draws, F("quantity") * F("lot__unit_price_cents")),
+        tax_collected_cents=_sum(
+            Invoice.objects.filter(org_id=org.pk, issued_at__gte=start, issued_at__lt=end),
+            "tax_cents",
+        ),
     )
 
 

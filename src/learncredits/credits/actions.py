@@ -821,6 +821,7 @@ def mark_purchase_paid(
                     "quantity": purchase.quantity,
                     "unit_price_cents": purchase.unit_price_cents,
                     "total_cents": purchase.total_cents,
+                    "tax_cents": purchase.tax_cents,
                     "currency": purchase.currency,
                     "invoice_id": ids.encode("invoice", receipt.pk),
                 },

@@ -46,6 +46,11 @@ class Purchase(models.Model):
     total_cents = models.BigIntegerField()
     retail_unit_price_cents = models.BigIntegerField()
     currency = models.CharField(max_length=3, default="USD")
+    # Tax on the purchase, decided when it is opened (billing/tax.py): the amount charged is
+    # total_cents + tax_cents. ``tax`` keeps how (treatment, tax lines, seller and buyer),
+    # so the receipt says exactly what was charged.
+    tax_cents = models.BigIntegerField(default=0)
+    tax = models.JSONField(default=dict)
     # pending until the provider answers; paid adds the credits (exactly once); failed adds none.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     provider = models.CharField(max_length=32)

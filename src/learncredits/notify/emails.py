@@ -51,6 +51,17 @@ def _top_up_quote(needed: int) -> dict[str, Any] | None:
     }
 
 
+def _tax_context(data: dict[str, Any]) -> dict[str, str]:
+    """Subtotal and tax of a taxed document (``subtotal`` and ``tax``), so that its email
+    shows subtotal, tax and total; nothing for an untaxed one, or for an event recorded
+    before documents carried tax, which then reads as it always did."""
+    tax_cents = int(data.get("tax_cents") or 0)
+    if not tax_cents or "total_cents" not in data:
+        return {}
+    subtotal_cents = int(data.get("subtotal_cents", int(data["total_cents"]) - tax_cents))
+    return {"subtotal": format_cents(subtotal_cents), "tax": format_cents(tax_cents)}
+
+
 def compose(event: Event) -> EmailMessage | None:
     """The email an event causes, or None. Rendered now, so a retry sends the same words."""
     if event.type not in SUBJECTS:
@@ -70,6 +81,7 @@ def compose(event: Event) -> EmailMessage | None:
     for key in ("total_cents", "amount_cents"):
         if key in data:
             context[key.replace("_cents", "")] = format_cents(int(data[key]))
+    context.update(_tax_context(data))
     kind = event.type.replace(".", "_")
     subject = SUBJECTS[event.type].format(
         kind="receipt" if data.get("kind") == "purchase" else "invoice",

@@ -23,7 +23,16 @@ from learncredits import ids
 from learncredits.api.problems import STATUS_BY_ERROR
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import refunds
-from learncredits.billing.models import Invoice, InvoiceLine, InvoicePayment, Refund
+from learncredits.billing.models import (
+    Invoice,
+    InvoiceLine,
+    InvoicePayment,
+    InvoiceTaxLine,
+    Refund,
+    SellerDetails,
+    TaxRateEntry,
+    TaxRateTable,
+)
 from learncredits.billing.stripe_provider import StripeProviderError
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
@@ -400,6 +409,14 @@ class InvoiceLineInline(admin.TabularInline):
     max_num = 0
 
 
+class InvoiceTaxLineInline(admin.TabularInline):
+    model = InvoiceTaxLine
+    fields = ("position", "name", "rate_bps", "country", "region", "taxable_cents", "amount_cents")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
     """Receipts, monthly invoices and credit notes (``kind``); a credit note names the
@@ -412,13 +429,39 @@ class InvoiceAdmin(ReadOnlyAdmin):
         "credits_invoice",
         "period",
         "total_cents",
+        "tax_cents",
+        "tax_treatment",
         "issued_at",
         "due_at",
     )
-    list_filter = ("kind",)
+    list_filter = ("kind", "tax_treatment")
     search_fields = ("number", "org__name", "credits_invoice__number")
     list_select_related = ("org", "credits_invoice")
-    inlines = [InvoiceLineInline]
+    inlines = [InvoiceLineInline, InvoiceTaxLineInline]
+
+
+class TaxRateEntryInline(admin.TabularInline):
+    model = TaxRateEntry
+    fields = ("country", "region", "name", "rate_bps", "effective_from")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(TaxRateTable)
+class TaxRateTableAdmin(ReadOnlyAdmin):
+    """Versions of the tax rate schedule (set with ``PUT /tax/rates``, validated, never
+    edited); the newest is in force."""
+
+    list_display = ("id", "created_at", "created_by")
+    inlines = [TaxRateEntryInline]
+
+
+@admin.register(SellerDetails)
+class SellerDetailsAdmin(ReadOnlyAdmin):
+    """The seller's details printed on new documents (set with ``PUT /seller``)."""
+
+    list_display = ("legal_name", "country", "tax_id", "updated_at", "updated_by")
 
 
 @admin.register(InvoicePayment)

@@ -23,6 +23,13 @@ class Organization(models.Model):
     # The org's customer at Stripe (cus_...), made the first time it is needed; null until
     # then, and with any other provider (billing/payment_methods.py).
     stripe_customer_id = models.CharField(max_length=255, null=True, blank=True)
+    # The org's tax profile (billing/tax.py): no country, no profile and no tax charged.
+    # Region is an ISO 3166-2 subdivision code without the country ("NY", "ON"); the tax id
+    # is validated for its country and kept in its compact form.
+    tax_country = models.CharField(max_length=2, blank=True, default="")
+    tax_region = models.CharField(max_length=3, blank=True, default="")
+    tax_id = models.CharField(max_length=40, blank=True, default="")
+    tax_exempt = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=dj_timezone.now)
 
     def __str__(self) -> str:

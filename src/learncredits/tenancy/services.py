@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import timedelta
@@ -26,6 +27,7 @@ from django.utils.http import urlsafe_base64_encode
 from learncredits.audit import trail as audit
 from learncredits.credits import sql
 from learncredits.credits.models import Balance
+from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
 
@@ -105,16 +107,52 @@ def create_org(
     return org
 
 
+def clean_tax_profile(value: object) -> dict[str, object]:
+    """A tax profile from a request (``{"country", "region", "tax_id", "exempt"}``, or None
+    to remove it) as the org's four columns; 422 naming the problem, for each field."""
+    if value is None:
+        return {"tax_country": "", "tax_region": "", "tax_id": "", "tax_exempt": False}
+    if not isinstance(value, Mapping):
+        raise ValidationFailed("tax must be an object with country, region, tax_id and exempt")
+    unknown = sorted(set(value) - {"country", "region", "tax_id", "exempt"})
+    if unknown:
+        raise ValidationFailed(f"tax has unknown fields: {', '.join(map(str, unknown))}")
+    country = jurisdictions.normalize_country(value.get("country"), field="tax.country")
+    region = jurisdictions.normalize_region(country, value.get("region"), field="tax.region")
+    raw_id = value.get("tax_id")
+    tax_id = (
+        ""
+        if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip())
+        else jurisdictions.normalize_tax_id(country, raw_id, field="tax.tax_id")
+    )
+    exempt = value.get("exempt", False)
+    if not isinstance(exempt, bool):
+        raise ValidationFailed("tax.exempt must be true or false", field="tax.exempt")
+    return {
+        "tax_country": country,
+        "tax_region": region or "",
+        "tax_id": tax_id,
+        "tax_exempt": exempt,
+    }
+
+
 def update_org(
     org: Organization, changes: dict[str, object], *, actor: str = "system"
 ) -> Organization:
+    """Change an org's settings, every value checked first (nothing is written when one is
+    refused), in one audited write. ``tax`` is the tax profile as a whole (or None)."""
     cleaners = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
         "timezone": lambda v: _clean_timezone(str(v)),
         "alert_threshold": lambda v: _clean_threshold(int(v)),
     }
-    cleaned = {field: cleaners[field](value) for field, value in changes.items()}
+    cleaned: dict[str, object] = {}
+    for field, value in changes.items():
+        if field == "tax":
+            cleaned.update(clean_tax_profile(value))
+        else:
+            cleaned[field] = cleaners[field](value)
     before = {field: getattr(org, field) for field in cleaned}
     for field, value in cleaned.items():
         setattr(org, field, value)

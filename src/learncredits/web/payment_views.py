@@ -25,8 +25,7 @@ from learncredits.billing import payment_methods, purchases, stripe_provider
 from learncredits.billing.payments import get_provider
 from learncredits.credits.models import Purchase
 from learncredits.domain.errors import DomainError
-from learncredits.domain.money import format_cents
-from learncredits.web.views import _actor, _org, org_admin
+from learncredits.web.views import _actor, _org, bought_message, org_admin
 
 TEMPLATE = "web/settings_payment.html"
 
@@ -50,9 +49,7 @@ def _authenticated(request: HttpRequest, intent_id: str) -> HttpResponse:
         outcome = get_provider(stripe_provider.PROVIDER_NAME).retrieve(intent_id)
         purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
-        messages.success(
-            request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
-        )
+        messages.success(request, bought_message(purchase))
         return redirect("web:invoice", invoice_id=purchase.receipt.pk)
     if purchase.status == Purchase.Status.FAILED:
         messages.error(request, f"The payment was not completed: {purchase.failure_reason}")

@@ -15,6 +15,7 @@ from functools import wraps
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pycountry
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -28,6 +29,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from learncredits import ids
 from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
 from learncredits.billing import auto_top_up, purchases, reports
+from learncredits.billing import tax as billing_tax
 from learncredits.billing.documents import invoice_page, invoice_pdf
 from learncredits.billing.invoicing import with_status
 from learncredits.billing.models import AutoTopUp, Invoice
@@ -37,7 +39,7 @@ from learncredits.catalog.services import current_price_book
 from learncredits.credits import actions
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
-from learncredits.domain import pricing
+from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.money import format_cents
 from learncredits.notify.models import Alert
@@ -119,7 +121,7 @@ def marketplace(request: HttpRequest) -> HttpResponse:
 # --- buying --------------------------------------------------------------------------------
 
 
-def _quote_context(raw: str | None) -> dict[str, Any]:
+def _quote_context(org: Organization, raw: str | None) -> dict[str, Any]:
     if not raw:
         return {"quote": None, "quantity": ""}
     try:
@@ -127,11 +129,31 @@ def _quote_context(raw: str | None) -> dict[str, Any]:
         quote = pricing.quote(current_price_book(), quantity)
     except ValidationFailed as exc:
         return {"quote": None, "quantity": raw, "quote_error": exc.detail}
+    # Prices are net of tax; an org with a tax profile also sees the tax it would pay today
+    # (billing/tax.py decides it, exactly as when the purchase is made).
+    taxed = billing_tax.quote_tax(org, quote)
     return {
         "quote": quote,
         "quantity": quantity,
         "tier_min": pricing.unit_price_for(current_price_book(), quantity).min_quantity,
+        "quote_tax": taxed,
+        "quote_tax_lines": [_tax_line_label(line) for line in taxed.lines] if taxed else [],
     }
+
+
+def _tax_line_label(line: tax.TaxLine) -> str:
+    return tax.label(line.name, line.rate_bps, line.country, line.region)
+
+
+def bought_message(purchase: Purchase) -> str:
+    """The flash after a paid purchase: the amount charged, which includes any tax."""
+    if not purchase.tax_cents:
+        return f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
+    charged = purchase.total_cents + purchase.tax_cents
+    return (
+        f"Bought {purchase.quantity} credits for {format_cents(charged)} "
+        f"({format_cents(purchase.total_cents)} plus {format_cents(purchase.tax_cents)} tax)."
+    )
 
 
 @org_admin
@@ -152,7 +174,7 @@ def buy(request: HttpRequest) -> HttpResponse:
             ).purchase
         except DomainError as exc:
             _fail(request, exc)
-            context = _quote_context(request.POST.get("quantity"))
+            context = _quote_context(_org(request), request.POST.get("quantity"))
             context["purchase_key"] = uuid.uuid4().hex  # trying again is a new purchase
             return render(
                 request,
@@ -165,12 +187,11 @@ def buy(request: HttpRequest) -> HttpResponse:
         if purchase.status == Purchase.Status.PENDING:
             messages.info(request, "The payment is being processed; the credits follow shortly.")
             return redirect("web:billing")
-        messages.success(
-            request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
-        )
+        messages.success(request, bought_message(purchase))
         return redirect("web:invoice", invoice_id=purchase.receipt.pk)
-    context = _quote_context(request.GET.get("quantity"))
+    context = _quote_context(_org(request), request.GET.get("quantity"))
     context["book"] = current_price_book()
+    context["has_tax_profile"] = billing_tax.profile_of(_org(request)) is not None
     context["purchase_key"] = uuid.uuid4().hex
     return render(request, "web/buy.html", context)
 
@@ -192,9 +213,7 @@ def test_authenticate(request: HttpRequest, intent_id: str) -> HttpResponse:
     outcome = provider.authenticate(intent_id, approve=request.POST.get("answer") == "approve")
     purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
-        messages.success(
-            request, f"Bought {purchase.quantity} credits for {format_cents(purchase.total_cents)}."
-        )
+        messages.success(request, bought_message(purchase))
         return redirect("web:invoice", invoice_id=purchase.receipt.pk)
     messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
     return redirect("web:buy")
@@ -211,7 +230,9 @@ def _form_purchase_key(request: HttpRequest) -> str | None:
 @org_admin
 def buy_quote(request: HttpRequest) -> HttpResponse:
     """The live quote fragment (htmx), as the admin types."""
-    return render(request, "web/_quote.html", _quote_context(request.GET.get("quantity")))
+    return render(
+        request, "web/_quote.html", _quote_context(_org(request), request.GET.get("quantity"))
+    )
 
 
 # --- assigning -----------------------------------------------------------------------------
@@ -557,8 +578,23 @@ def learn(request: HttpRequest) -> HttpResponse:
 def billing(request: HttpRequest) -> HttpResponse:
     org = _org(request)
     if request.method == "POST":
-        _save_billing_settings(request, org)
+        if request.POST.get("form") == "tax":
+            refused = _save_tax_profile(request, org)
+            if refused is not None:  # the page again, with what was typed and why not
+                return _billing_page(request, org, tax_form=refused, status=422)
+        else:
+            _save_billing_settings(request, org)
         return redirect("web:billing")
+    return _billing_page(request, org)
+
+
+def _billing_page(
+    request: HttpRequest,
+    org: Organization,
+    *,
+    tax_form: dict[str, Any] | None = None,
+    status: int = 200,
+) -> HttpResponse:
     tz = ZoneInfo(org.timezone)
     today = timezone.now().astimezone(tz).date()
     first = today.replace(day=1)
@@ -609,7 +645,9 @@ def billing(request: HttpRequest) -> HttpResponse:
             "rule": AutoTopUp.objects.filter(org=org).first(),
             "alerts": Alert.objects.filter(org=org).order_by("-pk")[:10],
             "tz": org.timezone,
+            **_tax_profile_context(org, tax_form),
         },
+        status=status,
     )
 
 
@@ -686,6 +724,67 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
             messages.success(request, "Auto top-up saved.")
     except DomainError as exc:
         _fail(request, exc)
+
+
+def _tax_profile_context(org: Organization, form: dict[str, Any] | None) -> dict[str, Any]:
+    """The org's saved tax profile, and the form's values: the saved ones, or what was
+    typed when the form was refused (so that nothing has to be typed again)."""
+    profile = billing_tax.profile_of(org)
+    if form is None:
+        form = {
+            "country": org.tax_country,
+            "region": org.tax_region,
+            "tax_id": org.tax_id,
+            "exempt": org.tax_exempt,
+        }
+    return {
+        "tax_profile": profile,
+        "tax_profile_name": _country_name(profile.country) if profile else "",
+        "tax_profile_note": (
+            tax.NOTES[tax.treatment(billing_tax.current_seller().country, profile)]
+            if profile
+            else ""
+        ),
+        "tax_form": form,
+        "tax_id_help": _tax_id_help(str(form["country"])) or _tax_id_help(org.tax_country),
+    }
+
+
+def _country_name(code: str) -> str:
+    country = pycountry.countries.get(alpha_2=code)
+    return str(country.name) if country is not None else code
+
+
+def _tax_id_help(country: str) -> str:
+    """Which tax id the country asks for and its format; empty until a country is known."""
+    if not country:
+        return ""
+    try:
+        return jurisdictions.describe_tax_id(country)
+    except ValidationFailed:
+        return ""
+
+
+def _save_tax_profile(request: HttpRequest, org: Organization) -> dict[str, Any] | None:
+    """Save or remove the tax profile (tenancy.update_org checks every value and writes
+    them together, audited, or nothing). Returns the typed values when refused."""
+    if request.POST.get("action") == "remove":
+        tenancy.update_org(org, {"tax": None}, actor=_actor(request))
+        messages.success(request, "Tax profile removed: no tax is charged from now on.")
+        return None
+    typed: dict[str, Any] = {
+        "country": request.POST.get("country", ""),
+        "region": request.POST.get("region", ""),
+        "tax_id": request.POST.get("tax_id", ""),
+        "exempt": request.POST.get("exempt") == "on",
+    }
+    try:
+        tenancy.update_org(org, {"tax": dict(typed)}, actor=_actor(request))
+    except ValidationFailed as exc:
+        _fail(request, exc)
+        return typed
+    messages.success(request, "Tax profile saved.")
+    return None
 
 
 @org_admin
