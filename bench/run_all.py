@@ -44,6 +44,7 @@ BENCHMARKS = [
     "verify_ledger",
     "balance_read",
     "dashboard_pages",
+    "sqlite_writers",
 ]
 BUDGET_SECONDS = 15 * 60
 

@@ -215,7 +215,10 @@ def _database() -> dict[str, object]:
     if db["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the one writer; FULL makes a commit durable;
         # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead of
-        # failing on lock upgrade; the timeout is how long they queue.
+        # failing on lock upgrade. Our backend queues writers in order before BEGIN
+        # (db/sqlite3/base.py); the timeout is for writers outside that queue.
+        if env.bool("SQLITE_WRITER_QUEUE", default=True):
+            db["ENGINE"] = "learncredits.db.sqlite3"
         db["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
