@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from django.urls import Resolver404, resolve
 
-from learncredits.credits.models import LedgerEntry
+from learncredits import ids
+from learncredits.credits.models import Assignment, LedgerEntry
 from learncredits.tenancy.models import ApiKey, Membership
 from tests.conftest import Api, OrgHandle, ok
 
@@ -478,6 +479,33 @@ def test_bulk_assignment_skips_employees_already_holding_one(org, make_content):
         held["id"],
         started["id"],
         result["data"][0]["id"],
+    ]
+
+
+def test_bulk_assignment_answers_the_ids_the_database_holds(org, make_org, make_content):
+    """The bulk path computes its rows' ids without reading them back (SQLite: from the last
+    id inserted; PostgreSQL: RETURNING); the ORM is the oracle. Another org's assignments
+    made before and after leave no gap in the ids that could be mistaken for ours."""
+    course = make_content(1)
+    other = make_org("Other")
+    assign_one(other, course, other.employee("Before"))
+    people = [org.employee(f"P{n}") for n in range(150)]
+    result = org.assign(course, people)
+    assign_one(other, course, other.employee("After"))
+
+    stored = {
+        ids.encode("assignment", pk): ids.encode("employee", employee)
+        for pk, employee in Assignment.objects.filter(org_id=ids.decode("org", org.id)).values_list(
+            "pk", "employee_id"
+        )
+    }
+    assert {a["id"]: a["employee_id"] for a in result["data"]} == stored
+    assert [a["employee_id"] for a in result["data"]] == people
+    reserves = LedgerEntry.objects.filter(
+        org_id=ids.decode("org", org.id), type="reserve"
+    ).order_by("pk")
+    assert [ids.encode("assignment", e.assignment_id) for e in reserves] == [
+        a["id"] for a in result["data"]
     ]
 
 

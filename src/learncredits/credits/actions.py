@@ -284,9 +284,10 @@ _ASSIGNMENT_INSERT = (
 
 def _insert_assignments(
     org_id: int, content: Content, employee_ids: Sequence[int], now: datetime
-) -> list[Assignment]:
-    """Insert one ``assigned`` row per employee with prebuilt multi-row INSERTs and return
-    them as model instances (ids from RETURNING, in the order given).
+) -> list[int]:
+    """Insert one ``assigned`` row per employee with prebuilt statements; returns their ids
+    in the order given (the rows as model instances are ``_assignments_of``, built after
+    the transaction: for 10,000 rows that is a tenth of a second the writers need not wait).
 
     Why not bulk_create: for 10,000 rows its per-instance work (field lookups, pre_save,
     value preparation for every field of every row) was most of the bulk request's time.
@@ -294,7 +295,6 @@ def _insert_assignments(
     status = Assignment.Status.ASSIGNED.value
     cost = content.credit_cost
     created_db = sql.adapt(Assignment, ("created_at",), (now,))[0]
-    pks: list[int] = []
     if connection.vendor == "postgresql":
         # One statement with the ids as one array parameter: a multi-row VALUES with
         # 10,000 x 11 parameters is slow to bind on PostgreSQL's client-side binding.
@@ -304,18 +304,23 @@ def _insert_assignments(
                 [org_id, content.pk, status, cost, created_db, list(employee_ids)],
             )
             pk_of = {int(e): int(pk) for pk, e in cursor.fetchall()}
-        pks = [pk_of[e] for e in employee_ids]
-    else:
-        batch = sql.batch_rows(len(_ASSIGNMENT_INSERT))
-        for start in range(0, len(employee_ids), batch):
-            pks += sql.insert(
-                Assignment,
-                _ASSIGNMENT_INSERT,
-                [
-                    (org_id, content.pk, e, status, cost, 0, 0, created_db, None, None, None)
-                    for e in employee_ids[start : start + batch]
-                ],
-            )
+        return [pk_of[e] for e in employee_ids]
+    return sql.insert_many_sqlite(
+        Assignment,
+        _ASSIGNMENT_INSERT,
+        [
+            (org_id, content.pk, e, status, cost, 0, 0, created_db, None, None, None)
+            for e in employee_ids
+        ],
+        returning=True,
+    )
+
+
+def _assignments_of(
+    org_id: int, content: Content, employee_ids: Sequence[int], pks: Sequence[int], now: datetime
+) -> list[Assignment]:
+    """The rows ``_insert_assignments`` wrote, as model instances."""
+    status = Assignment.Status.ASSIGNED.value
     return [
         sql.loaded(
             Assignment,
@@ -325,7 +330,7 @@ def _insert_assignments(
                 "content_id": content.pk,
                 "employee_id": e,
                 "status": status,
-                "credit_cost": cost,
+                "credit_cost": content.credit_cost,
                 "charged_credits": 0,
                 "overage_credits": 0,
                 "created_at": now,
@@ -339,7 +344,7 @@ def _insert_assignments(
 
 
 def _insert_reserves(
-    locked: LockedBalance, created: Sequence[Assignment], cost: int, *, actor: str, now: datetime
+    locked: LockedBalance, created: Sequence[int], cost: int, *, actor: str, now: datetime
 ) -> None:
     """One ``reserve`` ledger entry per new assignment, in assignment order, each carrying
     the balance after it; the locked counters advance as if each were appended one by one."""
@@ -360,7 +365,7 @@ def _insert_reserves(
                     credits,
                     actor,
                     created_db,
-                    [a.pk for a in created],
+                    list(created),
                     afters,
                 ],
             )
@@ -375,18 +380,16 @@ def _insert_reserves(
                 None,
                 credits,
                 after,
-                a.pk,
+                pk,
                 None,
                 None,
                 actor,
                 "",
                 created_db,
             )
-            for a, after in zip(created, afters, strict=True)
+            for pk, after in zip(created, afters, strict=True)
         ]
-        batch = sql.batch_rows(len(_LEDGER_COLUMNS))
-        for start in range(0, len(rows), batch):
-            sql.insert_no_return(LedgerEntry, _LEDGER_COLUMNS, rows[start : start + batch])
+        sql.insert_many_sqlite(LedgerEntry, _LEDGER_COLUMNS, rows, returning=False)
     locked.assigned += cost * len(created)
     locked.entries += len(created)
 
@@ -466,16 +469,17 @@ def assign_bulk(
                     # Ids only: a bulk of 10,000 stays a reasonable webhook body.
                     "assignments": [
                         {
-                            "id": ids.encode("assignment", a.pk),
-                            "employee_id": ids.encode("employee", a.employee_id),
+                            "id": ids.encode("assignment", pk),
+                            "employee_id": ids.encode("employee", employee),
                         }
-                        for a in created
+                        for pk, employee in zip(created, to_assign, strict=True)
                     ],
                 },
             )
         _write_balance(locked, org)
     return BulkAssignResult(
-        created=created, skipped_employee_ids=[pk for pk in unique_ids if pk in holding]
+        created=_assignments_of(org.pk, content, to_assign, created, now),
+        skipped_employee_ids=[pk for pk in unique_ids if pk in holding],
     )
 
 

@@ -117,6 +117,30 @@ def in_ids(column: str, values: Sequence[int]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
+def insert_many_sqlite(
+    model: type[Model], names: Sequence[str], rows: Sequence[Sequence[Any]], *, returning: bool
+) -> list[int]:
+    """Insert many rows on SQLite: one single-row statement stepped once per row in C
+    (``executemany``), instead of multi-row VALUES cut at SQLite's 999 parameters, each
+    statement built, converted and parsed again. Returns the new primary keys in order
+    when ``returning``.
+
+    The keys are the ``len(rows)`` ending at ``last_insert_rowid()``: the tables' ids are
+    AUTOINCREMENT, so each new row takes one more than the largest id the table ever had,
+    and inside a write transaction nobody else inserts (SQLite has one writer, and no
+    trigger of ours inserts into these tables). Call inside a transaction."""
+    if not rows:
+        return []
+    statement = insert_sql(connection.vendor, model, tuple(names), 1, False)
+    with connection.cursor() as cursor:
+        cursor.executemany(statement, rows)
+        if not returning:
+            return []
+        cursor.execute("SELECT last_insert_rowid()")
+        (last,) = cursor.fetchone()
+    return list(range(int(last) - len(rows) + 1, int(last) + 1))
+
+
 def batch_rows(columns: int) -> int:
     """How many rows of ``columns`` values one statement may carry on this database."""
     limit = connection.features.max_query_params or 65535
