@@ -667,20 +667,6 @@ def _close_batch(
     return invoices
 
 
-def close_period(
-    org: Organization,
-    period: str,
-    *,
-    on_issue: Callable[[Invoice], None] | None = None,
-) -> Invoice | None:
-    """Invoice the org's not-yet-invoiced overages of ``period`` (its own time zone).
-
-    Returns the new invoice, or None when there was nothing to bill. Safe to run any number
-    of times, concurrently, early (for the month in progress) and late.
-    """
-    return _close_batch([_OrgClose.of(org, period)], on_issue=on_issue).get(org.pk)
-
-
 @dataclass(frozen=True)
 class CloseSummary:
     period: str | None

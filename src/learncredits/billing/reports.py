@@ -30,7 +30,7 @@ from learncredits.catalog.services import current_price_book
 from learncredits.credits.models import Balance, CreditLot, LedgerEntry, LotDraw
 from learncredits.domain import pricing
 from learncredits.domain.errors import ValidationFailed
-from learncredits.domain.periods import MAX_YEAR, MIN_YEAR, period_bounds, period_of
+from learncredits.domain.periods import MAX_YEAR, MIN_YEAR, period_bounds
 from learncredits.tenancy.models import Organization
 
 T = LedgerEntry.Type
@@ -278,7 +278,3 @@ def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = N
     recommended = max(0, min(need, pricing.MAX_PURCHASE_QUANTITY))
     quote = pricing.quote(current_price_book(), recommended) if recommended else None
     return Forecast(available, burn, runs_out_on, recommended, quote)
-
-
-def current_period(org: Organization) -> str:
-    return period_of(timezone.now(), org.timezone)
