@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # The service refuses to start without a SECRET_KEY; `make run` makes one for this checkout
 # on first run and hands it over as a file (settings read SECRET_KEY_FILE).
 KEY_FILE := $(CURDIR)/var/secret-key
-RUN_ENV := SECRET_KEY_FILE=$(KEY_FILE)
+RUN_ENV := SECRET_KEY_FILE=$(KEY_FILE) LEARNCREDITS_VAR_DIR=$(CURDIR)/var
 
 $(KEY_FILE):
 	@mkdir -p $(dir $@)

@@ -162,6 +162,7 @@ def run_script(args: list[str], cwd: Path, database: Path) -> subprocess.Complet
         if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
     }
     env["DATABASE_URL"] = f"sqlite:///{database}"
+    env["LEARNCREDITS_VAR_DIR"] = str(cwd / "var")  # as `make run` sets it
     return subprocess.run(
         [console_script(), *args],
         cwd=cwd,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +26,22 @@ def main(argv: list[str] | None = None) -> None:
     except ImproperlyConfigured as exc:
         # A configuration mistake is the operator's to fix: say which, without a traceback.
         sys.exit(f"learncredits: {exc}")
+    prepare_directories(settings)
     execute_from_command_line(args)
+
+
+def prepare_directories(settings: Any) -> None:
+    """Create the directories the embedded mode writes to: the SQLite file's and the static
+    files' (settings name them; a command creates them, importing the settings does not)."""
+    database = settings.DATABASES["default"]
+    name = str(database.get("NAME") or "")
+    if (
+        "sqlite" in str(database.get("ENGINE", ""))
+        and name
+        and not name.startswith((":memory:", "file:"))
+    ):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 
 if __name__ == "__main__":

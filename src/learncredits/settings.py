@@ -3,7 +3,9 @@
 Everything that differs between a laptop and production comes from environment variables
 (``DATABASE_URL``, ``EMAIL_URL``, ``SECRET_KEY``, ``LEARNCREDITS_OPERATOR_TOKEN``,
 ``ALLOWED_HOSTS``, ``DEBUG``). The defaults give the embedded mode: a SQLite file under
-``./var/`` of the working directory and mail printed to the console.
+``LEARNCREDITS_VAR_DIR`` (``make run``: ``./var`` of the checkout) and mail printed to the
+console. Importing the settings reads the environment and nothing else: it creates no
+directory and does not depend on the working directory.
 """
 
 from __future__ import annotations
@@ -15,11 +17,26 @@ from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent
-VAR_DIR = Path.cwd() / "var"
 
 # FileAwareEnv: any setting may come from a file named by NAME_FILE (SECRET_KEY_FILE=...),
 # which is how `make run` hands over its generated key and how container secrets arrive.
 env = environ.FileAwareEnv()
+
+
+def _var_dir() -> Path:
+    """Where the embedded mode keeps its files (the SQLite database, collected static files,
+    the demo's credentials): ``LEARNCREDITS_VAR_DIR``, or ``learncredits`` in the user's data
+    directory (``$XDG_DATA_HOME``, ``~/.local/share``). Never the working directory, so the
+    same command finds the same database wherever it is run from. The commands that write
+    there create it (cli.py); importing the settings does not."""
+    chosen = env.str("LEARNCREDITS_VAR_DIR", default="")
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    data_home = env.str("XDG_DATA_HOME", default="") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser().absolute() / "learncredits"
+
+
+VAR_DIR = _var_dir()
 
 DEBUG = env.bool("DEBUG", default=False)
 # SECRET_KEY signs sessions and tokens and keys the encryption of secrets at rest; a public
@@ -224,9 +241,6 @@ def _database() -> dict[str, object]:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         }
-        name = str(db["NAME"])
-        if name and name != ":memory:":
-            Path(name).parent.mkdir(parents=True, exist_ok=True)
     else:
         if db["ENGINE"] == "django.db.backends.postgresql":
             # The same backend, with a health check that costs no round trip.
@@ -269,8 +283,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns when it is missing
+STATIC_ROOT = VAR_DIR / "static"  # created by cli.py (whitenoise warns when it is missing)
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

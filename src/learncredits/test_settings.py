@@ -12,3 +12,7 @@ import secrets
 os.environ.setdefault("SECRET_KEY", "test-" + secrets.token_urlsafe(48))
 
 from learncredits.settings import *  # noqa: F403
+from learncredits.settings import STATIC_ROOT
+
+# The suite does not go through cli.py, which creates this for the service.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -196,6 +196,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         name = str(self.settings_dict.get("NAME") or "")
         on_file = bool(name) and not self.is_in_memory_db()
         self._writer_queue = queue_for(name) if on_file else None
+        if on_file:
+            # SQLite creates the file, not its directory (settings create nothing).
+            os.makedirs(os.path.dirname(os.path.abspath(name)), exist_ok=True)
         conn = super().get_new_connection(conn_params)
         if on_file and checkpoint_mode() == "background":
             conn.execute("PRAGMA wal_autocheckpoint=0")
