@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from learncredits.billing import purchases
+from learncredits.billing.models import Invoice
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
@@ -389,6 +390,57 @@ def test_purchase_total_is_quantity_times_unit_price(world: World) -> None:
     row = paid.values_list("quantity", "unit_price_cents", "total_cents").get()
     assert row == (5, 1000, 5_000)
     accepted(lambda: purchase(quantity=100, unit_price_cents=850, total_cents=85_000))
+
+
+def test_tax_follows_the_documents_sign_and_a_known_treatment(world: World) -> None:
+    """A purchase's tax is never negative; an invoice's tax has its document's sign (a credit
+    note's never positive); its treatment is one the tax rules know."""
+    refused(
+        "purchase_tax_nonneg",
+        lambda: Purchase.objects.filter(pk=world.purchase.pk).update(tax_cents=-1),
+    )
+    accepted(lambda: Purchase.objects.filter(pk=world.purchase.pk).update(tax_cents=190))
+    receipt = Invoice.objects.get(purchase=world.purchase)
+
+    def document(**fields: Any) -> Invoice:
+        values: dict[str, Any] = {
+            "org": world.org,
+            "number": "CN-2099-000001",
+            "kind": "credit_note",
+            "period": receipt.period,
+            "total_cents": -119,
+            "tax_cents": -19,
+            "tax_treatment": "taxed",
+            "buyer_name": "Acme",
+            "buyer_email": "billing@example.com",
+            "credits_invoice": receipt,
+            "due_at": receipt.due_at,
+        }
+        values.update(fields)
+        return Invoice.objects.create(**values)
+
+    refused("invoice_tax_sign", lambda: document(tax_cents=19))
+    refused("invoice_tax_treatment_known", lambda: document(tax_treatment="zero_rated"))
+    refused(
+        "invoice_tax_sign",
+        lambda: document(
+            number="INV-2099-000001",
+            kind="monthly",
+            credits_invoice=None,
+            total_cents=119,
+            tax_cents=-19,
+        ),
+    )
+    accepted(lambda: document())
+    accepted(
+        lambda: document(
+            number="INV-2099-000001",
+            kind="monthly",
+            credits_invoice=None,
+            total_cents=119,
+            tax_cents=19,
+        )
+    )
 
 
 # --- the append-only ledger --------------------------------------------------------------

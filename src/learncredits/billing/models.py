@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.domain.tax import Treatment
 from learncredits.tenancy.models import Organization
 
 
@@ -77,6 +78,16 @@ class Invoice(models.Model):
                 condition=Q(kind="credit_note", total_cents__lte=0)
                 | (~Q(kind="credit_note") & Q(total_cents__gte=0)),
                 name="invoice_total_sign",
+            ),
+            # Tax follows the document's sign, and the treatment is one the domain knows.
+            models.CheckConstraint(
+                condition=Q(kind="credit_note", tax_cents__lte=0)
+                | (~Q(kind="credit_note") & Q(tax_cents__gte=0)),
+                name="invoice_tax_sign",
+            ),
+            models.CheckConstraint(
+                condition=Q(tax_treatment__in=[t.value for t in Treatment]),
+                name="invoice_tax_treatment_known",
             ),
             models.CheckConstraint(
                 condition=Q(kind="purchase", purchase__isnull=False, credits_invoice__isnull=True)

@@ -80,6 +80,7 @@ class Purchase(models.Model):
                 name="purchase_one_pending_auto_top_up",
             ),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="purchase_quantity_pos"),
+            models.CheckConstraint(condition=Q(tax_cents__gte=0), name="purchase_tax_nonneg"),
             models.CheckConstraint(
                 condition=Q(total_cents=F("quantity") * F("unit_price_cents")),
                 name="purchase_total_consistent",
