@@ -44,9 +44,15 @@ CHILD = textwrap.dedent(
     from learncredits.credits import actions
     from learncredits.tenancy.models import ApiKey, Organization
 
-    org = Organization.objects.get(pk=org_id)
     done = failed = adjusted = 0
     errors = set()
+    org = None
+    while org is None:  # without the queue even connecting can find the database locked
+        try:
+            org = Organization.objects.get(pk=org_id)
+        except OperationalError as exc:
+            failed += 1
+            errors.add(str(exc))
     for n in range(int(sys.argv[3])):
         try:
             actions.adjust_credits(org, 1, reason=f"write {n}", actor="test")

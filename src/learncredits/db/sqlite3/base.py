@@ -199,9 +199,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if on_file:
             # SQLite creates the file, not its directory (settings create nothing).
             os.makedirs(os.path.dirname(os.path.abspath(name)), exist_ok=True)
-        conn = super().get_new_connection(conn_params)
-        if on_file and checkpoint_mode() == "background":
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+        if not on_file:
+            return super().get_new_connection(conn_params)
+        # Opening runs the init command (journal mode, synchronous), which may need the
+        # write lock for a moment, and may meet the last connection of another process
+        # checkpointing as it closes: so it takes its turn like any writer.
+        assert self._writer_queue is not None
+        self._writer_queue.acquire()
+        try:
+            conn = super().get_new_connection(conn_params)
+            if checkpoint_mode() == "background":
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        finally:
+            self._writer_queue.release()
+        if checkpoint_mode() == "background":
             checkpointer_for(name).ensure_running()
         return conn
 
@@ -242,7 +253,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._give_turn_back()
 
     def _close(self) -> None:
+        # The last connection to a file checkpoints and removes the log as it closes,
+        # holding the write lock meanwhile: outside a transaction it takes a turn for that.
+        queue = None if self._holds_turn else self._writer_queue
+        if queue is not None:
+            queue.acquire()
         try:
             super()._close()  # type: ignore[misc]
         finally:
+            if queue is not None:
+                queue.release()
             self._give_turn_back()
