@@ -188,6 +188,30 @@ def rolled_back_like_autocommit() -> Any:
 
 
 @contextmanager
+def around_the_balance_check(using: Any = None) -> Iterator[None]:
+    """Lets a test write the balance around the ledger, as a bug or a hand-written statement
+    would, to show what the offline checks then find. On PostgreSQL the database itself
+    refuses such a commit (a deferred trigger compares each balance with its newest ledger
+    entry); this session stops queuing that check for the writes made inside the block.
+    SQLite has no such trigger: nothing to do there."""
+    db = using or connection
+    if db.vendor != "postgresql":
+        yield
+        return
+    with db.cursor() as cursor:
+        # Checks already queued by this transaction's earlier writes run now, while the
+        # balance still agrees; at the commit they would read the tampered row.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        cursor.execute("SET session_replication_role = replica")
+    try:
+        yield
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute("SET session_replication_role = DEFAULT")
+
+
+@contextmanager
 def module_world(django_db_blocker: Any) -> Iterator[None]:
     """For a module-scoped fixture: objects built once for the whole module inside a
     transaction that is rolled back at the end (each test then runs in its own savepoint),

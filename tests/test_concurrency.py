@@ -37,7 +37,15 @@ from learncredits.credits.models import (
     Purchase,
 )
 from learncredits.credits.verify import verify_ledger
-from tests.conftest import OPERATOR_TOKEN, Api, OrgHandle, Response, run_threads, table_snapshot
+from tests.conftest import (
+    OPERATOR_TOKEN,
+    Api,
+    OrgHandle,
+    Response,
+    around_the_balance_check,
+    run_threads,
+    table_snapshot,
+)
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
@@ -559,10 +567,11 @@ def test_bulk_assigns_racing_reassigns(org, make_content, caplog):
 def _increment_all(org: int, threads: int, *, locked: bool) -> int:
     """``threads`` threads each add 1 to the balance's credits by read-modify-write; returns
     the final value. Unlocked: a plain SELECT then an UPDATE. Locked: SELECT ... FOR UPDATE."""
-    Balance.objects.filter(org_id=org).update(credits=0)
+    with around_the_balance_check():  # a read-modify-write of the balance alone, on purpose
+        Balance.objects.filter(org_id=org).update(credits=0)
 
     def work(i: int, _: None) -> None:
-        with transaction.atomic():
+        with around_the_balance_check(), transaction.atomic():
             rows = Balance.objects.filter(org_id=org)
             if locked:
                 rows = rows.select_for_update()

@@ -40,6 +40,7 @@ from learncredits.credits.models import (
 )
 from learncredits.tenancy.models import Employee, Organization
 from learncredits.tenancy.services import create_employee, create_org
+from tests.conftest import around_the_balance_check
 
 ACTOR = "constraints-test"
 
@@ -573,6 +574,89 @@ def test_lot_draws_cannot_be_updated_or_deleted(world: World) -> None:
     ]
 
 
+# --- the balance equals its newest ledger entry, checked by PostgreSQL at commit -----------
+
+
+def _commit_check() -> None:
+    """What COMMIT would do: run the deferred checks of the writes so far (the test's own
+    transaction is rolled back, so its commit never comes)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def _fresh_org_with_credits(credits: int) -> int:
+    fresh = create_org(name="Fresh", billing_email="fresh@example.com")
+    return Balance.objects.filter(org=fresh).update(credits=credits)
+
+
+def _newest(org: Organization) -> LedgerEntry:
+    return LedgerEntry.objects.filter(org=org).latest("id")
+
+
+BALANCE_AROUND_THE_LEDGER: list[Any] = [
+    pytest.param(
+        lambda org: Balance.objects.filter(org=org).update(credits=F("credits") + 1),
+        id="balance-credits-raised",
+    ),
+    pytest.param(
+        lambda org: Balance.objects.filter(org=org).update(assigned=F("assigned") - 1),
+        id="balance-assigned-lowered",
+    ),
+    pytest.param(
+        lambda org: LedgerEntry.objects.create(
+            org=org,
+            type=LedgerEntry.Type.ADJUSTMENT,
+            credits_delta=1,
+            credits_after=_newest(org).credits_after + 1,
+            assigned_after=_newest(org).assigned_after,
+            actor=ACTOR,
+            reason="an entry without its balance",
+        ),
+        id="entry-without-balance",
+    ),
+    pytest.param(
+        lambda org: _fresh_org_with_credits(3),
+        id="credits-with-no-entry-at-all",
+    ),
+]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("write", BALANCE_AROUND_THE_LEDGER)
+def test_postgres_refuses_to_commit_a_balance_that_differs_from_its_ledger(
+    world: World, write: Callable[[Organization], Any]
+) -> None:
+    _commit_check()  # what the fixture built through the services passes
+    before = table_snapshot_of_balances()
+    with pytest.raises(IntegrityError, match="balance_matches_ledger|differs from its newest"):
+        with transaction.atomic():
+            write(world.org)
+            _commit_check()
+    assert table_snapshot_of_balances() == before
+
+
+@pytest.mark.postgres_only
+def test_the_balance_check_follows_every_service_write(world: World) -> None:
+    """A run of the writes that move the balance, each checked as its commit would be."""
+    steps: list[Callable[[], Any]] = [
+        lambda: purchases.purchase_credits(world.org, 3, actor=ACTOR),
+        lambda: actions.adjust_credits(world.org, -1, reason="correction", actor=ACTOR),
+        lambda: actions.cancel_assignment(world.org, world.assigned.pk, actor=ACTOR),
+        lambda: actions.deactivate_employee(world.org, world.assigned.employee_id, actor=ACTOR),
+    ]
+    for step in steps:
+        step()
+        _commit_check()
+    balance = Balance.objects.get(org=world.org)
+    newest = _newest(world.org)
+    assert (balance.credits, balance.assigned) == (newest.credits_after, newest.assigned_after)
+
+
+def table_snapshot_of_balances() -> list[tuple[int, int, int]]:
+    return list(Balance.objects.order_by("org_id").values_list("org_id", "credits", "assigned"))
+
+
 # --- learncredits verify-ledger ----------------------------------------------------------
 
 
@@ -592,6 +676,11 @@ def two_orgs(world: World) -> tuple[Organization, Organization]:
     return world.org, other
 
 
+def _around(write: Callable[[], int]) -> int:
+    with around_the_balance_check():
+        return write()
+
+
 def _names(org: Organization, text: str) -> bool:
     return re.search(rf"\borg_{org.pk}\b", text) is not None
 
@@ -607,11 +696,15 @@ def test_verify_ledger_exits_0_on_a_consistent_database(two_orgs) -> None:
     "tamper",
     [
         pytest.param(
-            lambda org: Balance.objects.filter(org=org).update(credits=F("credits") + 1),
+            lambda org: _around(
+                lambda: Balance.objects.filter(org=org).update(credits=F("credits") + 1)
+            ),
             id="balance-credits",
         ),
         pytest.param(
-            lambda org: Balance.objects.filter(org=org).update(assigned=F("assigned") - 1),
+            lambda org: _around(
+                lambda: Balance.objects.filter(org=org).update(assigned=F("assigned") - 1)
+            ),
             id="balance-assigned",
         ),
         pytest.param(
