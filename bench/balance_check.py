@@ -1,14 +1,14 @@
 """What PostgreSQL's commit-time balance check costs the writes that queue it.
 
-Every ledger entry inserted and every balance row written queues one run of the deferred
-constraint trigger ``credits_balance_matches_ledger`` (migration credits/0010), which runs at
-COMMIT. Measured in one process on one fresh database, with the trigger enabled and, as the
+Every balance row written, and every statement inserting ledger entries (for each org it
+touched), queues one run of the deferred constraint trigger ``balance_matches_ledger``
+(migration credits/0010), which runs at COMMIT. Measured in one process on one fresh database, with the trigger enabled and, as the
 baseline, disabled (``ALTER TABLE ... DISABLE TRIGGER``), the two alternating rep by rep so
 that a shared machine's drift falls on both alike:
 
 - ``assign_bulk`` of one content item to N employees (one transaction: N assignments,
-  N reserve entries, one balance update; N + 1 checks at commit);
-- M starts of assigned assignments (``start_assignment``, a transaction each; two checks each).
+  N reserve entries, one balance update; one check at commit);
+- M starts of assigned assignments (``start_assignment``, a transaction each; one check each).
 
     .venv/bin/python bench/balance_check.py [--quick] [--reps R]
 """
@@ -28,8 +28,8 @@ from common import PYTHON, Figure, Report, base_parser, log, pg_available, servi
 
 BENCH = "balance_check"
 TRIGGERS = [
-    ("credits_ledgerentry", "balance_matches_ledger_on_entry"),
-    ("credits_balance", "balance_matches_ledger_on_balance"),
+    ("credits_ledgerentry", "ledger_entries_recheck_balance"),
+    ("credits_balance", "balance_matches_ledger"),
 ]
 
 
