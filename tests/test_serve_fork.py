@@ -170,3 +170,26 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+CRASH_WORDS = ("Traceback", "SIGKILL", "restarting", "KeyboardInterrupt", "out of memory")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_serve_is_clean_and_takes_every_process_down(served: Served, how: str) -> None:
+    """Ctrl+C in a terminal signals the whole foreground process group; a supervisor sends
+    SIGTERM to serve alone. Either way: one line saying it stopped, nothing in the log that
+    reads like a crash, exit status 0, and no process of the tree left behind."""
+    tree = _tree(served.process.pid)
+    began = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(served.process.pid, signal.SIGINT)
+    else:
+        served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(60) == 0
+    print(f"serve stopped {time.monotonic() - began:.1f}s after {how}")
+    log = served.log.read_text()
+    assert log.count("stopped after") == 1, log[-3000:]
+    assert not [word for word in CRASH_WORDS if word in log], log[-3000:]
+    for pid in tree.web | tree.background:
+        _wait_for(f"process {pid} to exit", lambda pid=pid: not _alive(pid))

@@ -4,11 +4,20 @@ The worker runs as a child process supervised by this command (restarted if it d
 rather than as a thread inside gunicorn: gunicorn forks its web workers, and forking a
 process that runs a thread holding a lock (a database connection, logging) can deadlock
 the child. One command still starts everything; ``--no-worker`` leaves the worker out.
+
+Stopping (Ctrl+C, SIGTERM): the worker child runs in a session of its own, so a terminal's
+Ctrl+C reaches only this command, which stops the worker itself, and no "restarting" or
+interrupted-import traceback shows up. A web process leaves with ``os._exit`` once gunicorn
+has finished its requests and Django's connections are closed: the interpreter's own
+shutdown would otherwise collect every object of the app (seconds on a busy machine, which
+outlasted gunicorn's graceful timeout and got the processes SIGKILLed).
 """
 
 from __future__ import annotations
 
 import errno
+import gc
+import logging
 import os
 import socket
 import subprocess
@@ -36,6 +45,22 @@ class _Gunicorn(BaseApplication):
         return application
 
 
+def _leave_at_once(arbiter: Any, worker: Any) -> None:
+    """gunicorn's ``worker_exit`` hook: runs in the exiting web process, after its requests,
+    while its SystemExit propagates; keeps that exit status."""
+    from django.db import connections
+
+    leaving = sys.exc_info()[1]
+    code = leaving.code if isinstance(leaving, SystemExit) else 1 if leaving else 0
+    try:
+        connections.close_all()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+
+
 class _WorkerSupervisor:
     """Keeps one ``learncredits worker`` child running until stopped."""
 
@@ -49,19 +74,24 @@ class _WorkerSupervisor:
     def _run(self) -> None:
         while not self.stopping.is_set():
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "learncredits.cli", "worker"], env=os.environ.copy()
+                [sys.executable, "-m", "learncredits.cli", "worker"],
+                env=os.environ.copy(),
+                start_new_session=True,  # a terminal's Ctrl+C is for serve, which stops it
             )
-            self.process.wait()
+            code = self.process.wait()
             if not self.stopping.wait(2):
-                sys.stderr.write("learncredits: background worker exited; restarting\n")
+                sys.stderr.write(
+                    f"learncredits: background worker exited (status {code}); restarting\n"
+                )
 
     def stop(self) -> None:
         self.stopping.set()
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(5)
             except subprocess.TimeoutExpired:
+                sys.stderr.write("learncredits: background worker did not stop; killed\n")
                 self.process.kill()
 
 
@@ -121,6 +151,7 @@ class Command(BaseCommand):
                     "worker_class": "gthread",
                     "timeout": options["timeout"],
                     "graceful_timeout": 10,
+                    "worker_exit": _leave_at_once,
                     "accesslog": "-" if os.environ.get("LEARNCREDITS_ACCESS_LOG") else None,
                     "errorlog": "-",
                     "loglevel": "warning",
@@ -138,4 +169,9 @@ class Command(BaseCommand):
             if os.getpid() == arbiter_pid:
                 if supervisor:
                     supervisor.stop()
-                self.stdout.write(f"learncredits: stopped after {time.monotonic() - started:.0f}s")
+                self.stdout.write(
+                    f"learncredits: stopped after {time.monotonic() - started:.0f}s of service"
+                )
+                # Nothing is left to free but memory the process gives back anyway: spare
+                # the interpreter's final collection of every object (seconds when busy).
+                gc.freeze()
