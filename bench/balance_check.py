@@ -2,9 +2,10 @@
 
 Every balance row written, and every statement inserting ledger entries (for each org it
 touched), queues one run of the deferred constraint trigger ``balance_matches_ledger``
-(migration credits/0010), which runs at COMMIT. Measured in one process on one fresh database, with the trigger enabled and, as the
-baseline, disabled (``ALTER TABLE ... DISABLE TRIGGER``), the two alternating rep by rep so
-that a shared machine's drift falls on both alike:
+(migration credits/0010), which runs at COMMIT. Measured in one process on one fresh
+database, with the trigger enabled and, as the baseline, disabled (``ALTER TABLE ... DISABLE
+TRIGGER``), the two alternating rep by rep so that a shared machine's drift falls on both
+alike:
 
 - ``assign_bulk`` of one content item to N employees (one transaction: N assignments,
   N reserve entries, one balance update; one check at commit);
