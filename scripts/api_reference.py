@@ -34,7 +34,8 @@ hand: change the script (or the API) and run `make api-docs`. -->
 This is the contract an integrator (an LMS, an HR system, a billing back office) builds on.
 What the product does, and why, is in [product.md](product.md); this page says how to ask
 for it over HTTP. The running service serves the same OpenAPI document at
-`/api/v1/openapi.json` and interactive docs at `/api/v1/docs`.
+`/api/v1/openapi.json` and interactive docs at `/api/v1/docs` (Swagger UI served by the
+service itself, so it works with no network).
 
 ## Basics
 

@@ -138,6 +138,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_tasks",
     "django_tasks_db",
+    # ninja's own templates and static files: the API docs page loads Swagger UI from this
+    # service, not from a CDN, so it works with no network.
+    "ninja",
     "learncredits.tenancy",
     "learncredits.catalog",
     "learncredits.credits",
