@@ -91,6 +91,34 @@ def test_demo_writes_its_credentials_file(db, var_dir):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_demo_credentials_file_is_complete_and_follows_the_address_in_use(db, var_dir, monkeypatch):
+    monkeypatch.delenv("LEARNCREDITS_BASE_URL", raising=False)
+    out = io.StringIO()
+    call_command("demo", "--port", "8123", stdout=out)
+    path = var_dir / "demo-credentials.txt"
+    saved = path.read_text()
+    assert "{" not in saved and "}" not in saved, saved
+    assert "http://127.0.0.1:8123/login" in saved
+    assert "http://127.0.0.1:8123/api/v1/docs" in saved
+
+    # Run again on another port: the file and what is printed name the new address only.
+    again = io.StringIO()
+    call_command("demo", "--port", "9456", stdout=again)
+    for text in (again.getvalue(), path.read_text()):
+        assert "http://127.0.0.1:9456/login" in text
+        assert ":8123" not in text
+    assert KEY_LINE.search(again.getvalue()).group(1) in saved
+
+
+def test_the_listen_address_names_the_server_people_reach():
+    from learncredits.ops.listen import listen_url
+
+    assert listen_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert listen_url("::1", 8001) == "http://[::1]:8001"
+    wildcard = listen_url("0.0.0.0", 8002)
+    assert wildcard.endswith(":8002") and "0.0.0.0" not in wildcard
+
+
 def test_demo_ledger_is_consistent(db, var_dir):
     run_demo()
 

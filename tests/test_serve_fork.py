@@ -84,7 +84,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
+        if key
+        not in {
+            "DATABASE_URL",
+            "LEARNCREDITS_TEST_DB",
+            "DJANGO_SETTINGS_MODULE",
+            "LEARNCREDITS_BASE_URL",
+        }
     }
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'serve.sqlite3'}",
@@ -193,3 +199,13 @@ def test_stopping_serve_is_clean_and_takes_every_process_down(served: Served, ho
     assert not [word for word in CRASH_WORDS if word in log], log[-3000:]
     for pid in tree.web | tree.background:
         _wait_for(f"process {pid} to exit", lambda pid=pid: not _alive(pid))
+
+
+def test_links_default_to_the_address_serve_listens_on(served: Served) -> None:
+    """Without LEARNCREDITS_BASE_URL, the worker (which sends the emails) is told the
+    address serve listens on, and serve says it."""
+    (background,) = _tree(served.process.pid).background
+    environ = Path(f"/proc/{background}/environ").read_bytes().split(b"\0")
+    expected = f"LEARNCREDITS_BASE_URL=http://{HOST}:{served.port}".encode()
+    assert expected in environ
+    assert f"serving http://{HOST}:{served.port}/" in served.log.read_text()

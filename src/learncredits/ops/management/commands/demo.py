@@ -7,6 +7,8 @@ key is stored hashed, so that file is the only place it can be read again).
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from learncredits.billing import purchases
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
+from learncredits.ops.listen import listen_url
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
 
@@ -45,6 +48,9 @@ PEOPLE = [
 ]
 
 
+EARLIER_URL = re.compile(r"dashboard:\s+(\S+)/login")
+
+
 def credentials_file() -> Path:
     return Path(settings.VAR_DIR) / "demo-credentials.txt"
 
@@ -57,20 +63,33 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        url = f"http://{options['host']}:{options['port']}"
+        url = os.environ.get("LEARNCREDITS_BASE_URL") or listen_url(
+            options["host"], options["port"]
+        )
+        url = url.rstrip("/")
+        path = credentials_file()
         if Organization.objects.exists():
-            path = credentials_file()
             if path.exists():
-                self.stdout.write(path.read_text().replace("{url}", url))
+                # Written for the address of an earlier run: say the one in use now.
+                text = path.read_text()
+                earlier = EARLIER_URL.search(text)
+                if earlier:
+                    text = text.replace(earlier.group(1), url)
+                self._save(path, text)
+                self.stdout.write(text)
             else:
                 self.stdout.write("learncredits: organizations exist; no demo created.")
             return
-        text = self._create()
-        path = credentials_file()
+        text = self._create().replace("{url}", url)
+        self._save(path, text)
+        self.stdout.write(text)
+
+    @staticmethod
+    def _save(path: Path, text: str) -> None:
+        """The file is complete as it stands (addresses included): people open it later."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(0o600)
-        self.stdout.write(text.replace("{url}", url))
 
     def _create(self) -> str:
         org = tenancy.create_org(

@@ -26,8 +26,11 @@ import threading
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from gunicorn.app.base import BaseApplication
+
+from learncredits.ops.listen import listen_url
 
 
 class _Gunicorn(BaseApplication):
@@ -128,11 +131,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not _port_is_free(options["host"], options["port"]):
             raise CommandError(f"{options['host']}:{options['port']} is already in use")
+        if not os.environ.get("LEARNCREDITS_BASE_URL"):
+            # Before the web processes fork and the worker starts: both send links.
+            base_url = listen_url(options["host"], options["port"])
+            os.environ["LEARNCREDITS_BASE_URL"] = base_url
+            settings.LEARNCREDITS_BASE_URL = base_url
         supervisor = None if options["no_worker"] else _WorkerSupervisor()
         if supervisor:
             supervisor.start()
         self.stdout.write(
-            f"learncredits: serving http://{options['host']}:{options['port']}/ "
+            f"learncredits: serving {settings.LEARNCREDITS_BASE_URL}/ "
             f"({options['workers']} workers"
             f"{'' if supervisor else ', no background worker'})"
         )
