@@ -1,7 +1,9 @@
 """URL map: the v1 API under /api/v1/, the operator console under /admin/, the dashboard."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from learncredits.api.app import api
 from learncredits.billing.webhook_views import stripe_webhook
@@ -10,6 +12,8 @@ from learncredits.ops.health import healthz, readyz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (a PDF, the API's JSON).
+    path("favicon.ico", RedirectView.as_view(url=static("web/favicon.svg"), permanent=True)),
     path("api/v1/", api.urls),
     path("stripe/webhook", stripe_webhook, name="stripe_webhook"),
     path("admin/", admin.site.urls),
