@@ -23,8 +23,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from learncredits.billing import auto_top_up
-from learncredits.credits import sql
 from learncredits.credits.models import Assignment, Balance
+from learncredits.db import sql
 from learncredits.domain.balance import Counters
 from learncredits.domain.errors import InvalidState, NotFound
 from learncredits.domain.lifecycle import Action, decide

@@ -41,9 +41,9 @@ from learncredits.billing.models import (
     PeriodClose,
 )
 from learncredits.catalog.models import Content
-from learncredits.credits import sql
 from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.db import sql
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
 from learncredits.notify.events import emit

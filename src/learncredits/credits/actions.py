@@ -24,7 +24,6 @@ from learncredits.billing import auto_top_up
 from learncredits.billing.invoicing import issue_receipt
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import sql
 from learncredits.credits.locking import LockedBalance, lock_balance, lock_statement, locked_from
 from learncredits.credits.models import (
     Assignment,
@@ -34,6 +33,7 @@ from learncredits.credits.models import (
     LotDraw,
     Purchase,
 )
+from learncredits.db import sql
 from learncredits.domain.balance import Counters, is_at_risk, split_start
 from learncredits.domain.errors import (
     EmployeeInactive,
@@ -511,7 +511,7 @@ def _consume(
     """Charge a started assignment: from the balance first, the rest as overage at retail.
 
     ``lots`` is the org's oldest open lots when the caller read them under the lock already.
-    Every statement is prebuilt (see credits/sql.py): this runs while the balance is locked.
+    Every statement is prebuilt (see db/sql.py): this runs while the balance is locked.
     With a ``batch``, the writes may be left in it for the caller to send (with the balance
     update); they are sent here when an overage alert must follow them."""
     cost = assignment.credit_cost

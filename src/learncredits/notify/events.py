@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from learncredits.credits import sql
+from learncredits.db import sql
 from learncredits.notify.models import Event
 
 # Event types sent to webhooks (docs/api.md). Others are internal: they only cause email.

@@ -25,8 +25,8 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from learncredits.audit import trail as audit
-from learncredits.credits import sql
 from learncredits.credits.models import Balance
+from learncredits.db import sql
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
