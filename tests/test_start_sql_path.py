@@ -45,6 +45,7 @@ from learncredits import ids
 from learncredits.billing import auto_top_up
 from learncredits.catalog.services import create_content, set_price_book
 from learncredits.credits import actions
+from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
     Assignment,
     Balance,
@@ -57,7 +58,7 @@ from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
 from learncredits.notify.models import Alert, Event
 from learncredits.tenancy.models import Employee, Organization
-from learncredits.tenancy.services import create_employee, create_org, update_org
+from learncredits.tenancy.services import create_employee, update_org
 from tests.conftest import rolled_back_like_autocommit
 from tests.test_ledger_stateful import SETTINGS as LEDGER_SETTINGS
 from tests.test_ledger_stateful import LedgerMachine

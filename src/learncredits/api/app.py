@@ -34,7 +34,7 @@ from learncredits.billing import purchases
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
-from learncredits.credits import actions
+from learncredits.credits import accounts, actions
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
@@ -138,7 +138,7 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 @api.post("/orgs", response=responses(201, s.OrgOut), tags=["operator"])
 def create_org(request: HttpRequest, body: s.OrgIn) -> Status[Any]:
     require_operator(request)
-    org = tenancy.create_org(
+    org = accounts.create_org(
         name=body.name,
         billing_email=body.billing_email,
         timezone_name=body.timezone,
