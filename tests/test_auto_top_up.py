@@ -27,9 +27,8 @@ from django_tasks_db.models import DBTaskResult
 
 from learncredits import ids
 from learncredits.billing.auto_top_up import run_auto_top_up, run_due
-from learncredits.credits.models import Purchase
+from learncredits.credits.models import Event, Purchase
 from learncredits.notify.delivery import run_once
-from learncredits.notify.models import Event
 from tests.conftest import OrgHandle, Response, ok
 
 pytestmark = pytest.mark.django_db

@@ -47,16 +47,17 @@ from learncredits.catalog.services import create_content, set_price_book
 from learncredits.credits import actions
 from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
+    Alert,
     Assignment,
     Balance,
     CreditLot,
+    Event,
     LedgerEntry,
     LotDraw,
 )
 from learncredits.credits.verify import verify_ledger
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
-from learncredits.notify.models import Alert, Event
 from learncredits.tenancy.models import Employee, Organization
 from learncredits.tenancy.services import create_employee, update_org
 from tests.conftest import rolled_back_like_autocommit

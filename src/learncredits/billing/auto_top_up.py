@@ -157,7 +157,7 @@ def _switch_off(org_id: int, quantity: int, reason: str) -> None:
     """A declined automatic charge is not retried in a loop: the rule goes off, the org is
     told, and an admin turns it on again."""
     from learncredits.billing.models import AutoTopUp
-    from learncredits.notify.events import emit
+    from learncredits.credits.events import emit
 
     with transaction.atomic(durable=True):
         AutoTopUp.objects.filter(org_id=org_id).update(

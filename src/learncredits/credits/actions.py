@@ -24,6 +24,8 @@ from learncredits.billing import auto_top_up
 from learncredits.billing.invoicing import issue_receipt
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
+from learncredits.credits import alerts
+from learncredits.credits.events import emit, emit_in, emit_many
 from learncredits.credits.locking import LockedBalance, lock_balance, lock_statement, locked_from
 from learncredits.credits.models import (
     Assignment,
@@ -46,8 +48,6 @@ from learncredits.domain.errors import (
 from learncredits.domain.lifecycle import Action, Outcome, decide
 from learncredits.domain.lots import draw_fifo
 from learncredits.domain.periods import period_of
-from learncredits.notify import alerts
-from learncredits.notify.events import emit, emit_in, emit_many
 from learncredits.tenancy.models import Employee, Organization
 
 MAX_BULK_ASSIGN = 10_000

@@ -37,15 +37,10 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from learncredits.credits.events import WEBHOOK_EVENT_TYPES, emit
+from learncredits.credits.models import Event
 from learncredits.notify import emails
-from learncredits.notify.events import WEBHOOK_EVENT_TYPES, emit
-from learncredits.notify.models import (
-    Delivery,
-    EmailMessage,
-    Event,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from learncredits.notify.models import Delivery, EmailMessage, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)

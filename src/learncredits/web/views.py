@@ -37,12 +37,11 @@ from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import actions
-from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.money import format_cents
-from learncredits.notify.models import Alert
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Membership, Organization
 

@@ -1,4 +1,9 @@
-"""Emitting events: one row in the causing transaction, nothing sent before it commits."""
+"""Emitting events: one row in the causing transaction, nothing sent before it commits.
+
+The outbox sits in credits, below billing and notify, because its busiest writers are the
+balance writes here, which must add their events inside their own transaction; billing
+emits through it too, and notify's worker side (notify/delivery.py) drains it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from learncredits.credits.models import Event
 from learncredits.db import sql
-from learncredits.notify.models import Event
 
 # Event types sent to webhooks (docs/api.md). Others are internal: they only cause email.
 WEBHOOK_EVENT_TYPES = (

@@ -12,9 +12,9 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from learncredits.credits.events import emit
+from learncredits.credits.models import Alert
 from learncredits.domain.balance import Counters
-from learncredits.notify.events import emit
-from learncredits.notify.models import Alert
 
 
 def at_risk_changed(org_id: int, counters: Counters, at_risk: bool, threshold: int) -> None:
