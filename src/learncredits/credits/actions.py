@@ -21,7 +21,6 @@ from django.utils import timezone
 from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.billing import auto_top_up
-from learncredits.billing.invoicing import issue_receipt
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import alerts
@@ -793,10 +792,13 @@ def _add_lot(
 
 def mark_purchase_paid(
     org: Organization, purchase: Purchase, *, reference: str, actor: str
-) -> Purchase:
+) -> bool:
     """Add a paid purchase's credits, exactly once: a conditional pending -> paid under the
     balance lock, so the provider's answer, its webhook and reconciliation may all report the
-    same payment and only the first adds the lot, the ledger entry and the receipt."""
+    same payment and only the first adds the lot and the ledger entry. True for that first.
+
+    The receipt and the ``purchase.paid`` event are billing's: it calls this inside its own
+    transaction (billing/purchases.py), so the lock is held until all of them are written."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
         now = timezone.now()
@@ -816,23 +818,8 @@ def mark_purchase_paid(
                 actor=actor,
                 purchase_id=purchase.pk,
             )
-            receipt = issue_receipt(org, purchase)
-            emit(
-                org.pk,
-                "purchase.paid",
-                {
-                    "id": ids.encode("purchase", purchase.pk),
-                    "quantity": purchase.quantity,
-                    "unit_price_cents": purchase.unit_price_cents,
-                    "total_cents": purchase.total_cents,
-                    "tax_cents": purchase.tax_cents,
-                    "currency": purchase.currency,
-                    "invoice_id": ids.encode("invoice", receipt.pk),
-                },
-            )
             _write_balance(locked, org)
-    purchase.refresh_from_db()
-    return purchase
+    return bool(became_paid)
 
 
 def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) -> LedgerEntry:
