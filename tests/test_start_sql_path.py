@@ -42,9 +42,8 @@ from hypothesis.stateful import (
 )
 
 from learncredits import ids
-from learncredits.billing import auto_top_up
 from learncredits.catalog.services import create_content, set_price_book
-from learncredits.credits import actions
+from learncredits.credits import actions, alerts
 from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
     Alert,
@@ -684,7 +683,7 @@ def test_the_auto_top_up_rule_gets_the_same_inputs(sql_start: Any) -> None:
         def record(org: Any, before: int, counters: Any, side: str = side) -> None:
             calls[side].append((org.auto_top_up_below, before, counters.available))
 
-        with patch.object(auto_top_up, "check_after_change", record):
+        with patch.object(alerts, "auto_top_up_check", record):
             if side == "python":
                 actions.start_assignment(org, a.pk, actor=ACTOR)
             else:

@@ -257,8 +257,8 @@ BEGIN
                 p_now, NULL);
     END IF;
 
-    -- Rule (billing/auto_top_up.check_after_change): the caller gets available before and
-    -- after, and the org's trigger; crossing below it queues an auto top-up after commit.
+    -- Rule (credits/alerts.auto_top_up_check): the caller gets available before and
+    -- after, and the org's trigger; crossing below it emits auto_top_up.due for the worker.
     -- (A start never lowers available: it falls by from_balance and rises by the cost.)
     r_available_after := v_credits - v_assigned;
     r_outcome := 'started';

@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from learncredits import ids
 from learncredits.audit import trail as audit
-from learncredits.billing import auto_top_up
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import alerts
@@ -94,7 +93,8 @@ def _write_balance(
     locked: LockedBalance, org: Organization, batch: sql.Batch | None = None
 ) -> None:
     """Write the balance row (last, to hold its lock no longer than needed) and, when the
-    change crosses the at-risk line, open or resolve the alert in the same transaction.
+    change crosses the at-risk line, open or resolve the alert in the same transaction (as
+    well as the event asking the worker for an auto top-up, when one is due).
 
     ``batch`` holds writes not sent yet (a start's): the balance update joins them, so all
     go in one round trip on PostgreSQL."""
@@ -112,7 +112,7 @@ def _write_balance(
     if at_risk != locked.at_risk:
         alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
         locked.at_risk = at_risk
-    auto_top_up.check_after_change(org, locked.available_before, counters)
+    alerts.auto_top_up_check(org, locked.available_before, counters)
 
 
 def reevaluate_at_risk(org: Organization) -> None:

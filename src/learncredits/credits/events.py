@@ -7,6 +7,7 @@ emits through it too, and notify's worker side (notify/delivery.py) drains it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,8 @@ from django.utils import timezone
 from learncredits.credits.models import Event
 from learncredits.db import sql
 
-# Event types sent to webhooks (docs/api.md). Others are internal: they only cause email.
+# Event types sent to webhooks (docs/api.md). Others are internal: they cause email, or a
+# reaction of the worker (``react_to``), and are never offered to webhooks.
 WEBHOOK_EVENT_TYPES = (
     "purchase.paid",
     "assignment.assigned",
@@ -33,7 +35,30 @@ INTERNAL_EVENT_TYPES = (
     "invoice.payment_failed",
     "auto_top_up.failed",
     "webhook.endpoint_disabled",
+    # Available fell below the org's auto top-up trigger (credits/alerts.py); the worker
+    # buys (billing/tasks.py).
+    "auto_top_up.due",
 )
+
+Reaction = Callable[[Event], None]
+_reactions: dict[str, list[Reaction]] = {}
+
+
+def react_to(event_type: str, reaction: Reaction) -> None:
+    """Have the worker call ``reaction`` for every event of this internal type when it
+    drains the outbox (notify/delivery.py), inside the transaction that marks the event
+    dispatched: work that must follow a commit, and must not be lost, without the outbox
+    knowing who does it. Registered at start-up by the app that does it (its
+    ``AppConfig.ready``), so the layers above credits plug in and nothing here imports them."""
+    if event_type not in INTERNAL_EVENT_TYPES:
+        raise ValueError(f"{event_type!r} is not an internal event type")
+    if reaction not in _reactions.setdefault(event_type, []):
+        _reactions[event_type].append(reaction)
+
+
+def reactions_to(event_type: str) -> tuple[Reaction, ...]:
+    """The reactions registered for ``event_type``, in registration order."""
+    return tuple(_reactions.get(event_type, ()))
 
 
 _EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
