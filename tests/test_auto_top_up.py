@@ -30,7 +30,8 @@ from django_tasks_db.models import DBTaskResult
 from learncredits import ids
 from learncredits.billing.auto_top_up import run_auto_top_up, run_due
 from learncredits.billing.payments import TestProvider
-from learncredits.credits import actions
+from learncredits.billing.tasks import enqueue_auto_top_up
+from learncredits.credits import actions, events
 from learncredits.credits.events import WEBHOOK_EVENT_TYPES
 from learncredits.credits.models import Event, Purchase
 from learncredits.notify.delivery import dispatch_events, run_once
@@ -428,3 +429,10 @@ def test_a_rolled_back_balance_write_leaves_no_top_up_due(org: OrgHandle) -> Non
     assert due_events(org) == []
     run_once()
     assert queued_top_ups() == []
+
+
+def test_only_internal_events_take_reactions() -> None:
+    """A reaction is the worker's own business: events customers see cannot carry one."""
+    with pytest.raises(ValueError, match="not an internal event type"):
+        events.react_to("balance.at_risk", lambda event: None)
+    assert events.reactions_to("auto_top_up.due") == (enqueue_auto_top_up,)
