@@ -40,9 +40,10 @@ test-sqlite: $(STAMP) ## the suite on SQLite only
 test-postgres: $(STAMP) ## the suite on PostgreSQL only
 	$(BIN)/python scripts/run_tests.py --only postgres
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the import contracts (pyproject.toml)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP) ## mypy with django-stubs
 	$(BIN)/mypy src

@@ -2,7 +2,7 @@
 
 Every balance row written, and every statement inserting ledger entries (for each org it
 touched), queues one run of the deferred constraint trigger ``balance_matches_ledger``
-(migration credits/0010), which runs at COMMIT. Measured in one process on one fresh
+(migration credits/0011), which runs at COMMIT. Measured in one process on one fresh
 database, with the trigger enabled and, as the baseline, disabled (``ALTER TABLE ... DISABLE
 TRIGGER``), the two alternating rep by rep so that a shared machine's drift falls on both
 alike:

@@ -349,6 +349,7 @@ def write_org(n_employees: int, n_entries: int) -> tuple[dict[str, Any], Any]:
     from learncredits.catalog.models import Content
     from learncredits.catalog.services import current_price_book
     from learncredits.credits.models import (
+        Alert,
         Assignment,
         Balance,
         CreditLot,
@@ -360,7 +361,6 @@ def write_org(n_employees: int, n_entries: int) -> tuple[dict[str, Any], Any]:
     from learncredits.domain.balance import Counters, is_at_risk
     from learncredits.domain.money import format_cents
     from learncredits.domain.periods import period_bounds, period_of
-    from learncredits.notify.models import Alert
     from learncredits.tenancy.models import Employee, Membership, Organization
 
     rng = random.Random(6)

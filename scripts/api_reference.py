@@ -2,7 +2,7 @@
 
 The operations, their parameters, request bodies, responses and the object schemas come from
 ``learncredits.api.app.api.get_openapi_schema``; the error codes from the domain's error
-classes; the webhook event types from ``learncredits.notify.events``. What the OpenAPI
+classes; the webhook event types from ``learncredits.credits.events``. What the OpenAPI
 document cannot say (authentication, idempotency, pagination, rate limits, the xAPI
 endpoint's auth, webhook signatures) is the hand-written introduction below.
 
@@ -475,7 +475,7 @@ def errors_table() -> list[str]:
 
 
 def events_list() -> list[str]:
-    from learncredits.notify.events import WEBHOOK_EVENT_TYPES
+    from learncredits.credits.events import WEBHOOK_EVENT_TYPES
 
     return ["Event types: " + ", ".join(f"`{t}`" for t in WEBHOOK_EVENT_TYPES) + ".", ""]
 

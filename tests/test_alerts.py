@@ -24,7 +24,7 @@ import pytest
 import time_machine
 
 from learncredits import ids
-from learncredits.notify.models import Alert, Event
+from learncredits.credits.models import Alert, Event
 from tests.conftest import Api, OrgHandle, ok
 
 pytestmark = pytest.mark.django_db

@@ -6,10 +6,11 @@ and ``max_credits_per_month`` credits per calendar month (the org's own). A decl
 payment switches the rule off with a reason, tells the org (event and email) and is never
 retried in a loop.
 
-A balance write that crosses below the trigger enqueues ``auto_top_up_task`` after commit
-(Django's Tasks framework, database backend); the tests capture the on-commit callbacks,
-check the queued task and run what it names. The rest call the worker's
-functions directly (``run_auto_top_up`` and the periodic ``run_due``).
+A balance write that crosses below the trigger only records the internal event
+``auto_top_up.due`` in its transaction; the worker, draining the outbox after the commit,
+queues ``auto_top_up_task`` (Django's Tasks framework, database backend). The tests drain the
+outbox as the worker does (``run_once``), check the queued task and run what it names. The
+rest call the worker's functions directly (``run_auto_top_up`` and the periodic ``run_due``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ from typing import Any
 import pytest
 import time_machine
 from django.core import mail
+from django.db import transaction
 from django.utils.module_loading import import_string
 from django_tasks_db.models import DBTaskResult
 
 from learncredits import ids
 from learncredits.billing.auto_top_up import run_auto_top_up, run_due
-from learncredits.credits.models import Purchase
-from learncredits.notify.delivery import run_once
-from learncredits.notify.models import Event
+from learncredits.billing.payments import TestProvider
+from learncredits.billing.tasks import enqueue_auto_top_up
+from learncredits.credits import actions, events
+from learncredits.credits.events import WEBHOOK_EVENT_TYPES
+from learncredits.credits.models import Event, Purchase
+from learncredits.notify.delivery import dispatch_events, run_once
+from learncredits.notify.models import EmailMessage, WebhookDelivery
+from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, Response, ok
 
 pytestmark = pytest.mark.django_db
@@ -89,6 +96,10 @@ def paid_auto(org: OrgHandle) -> list[int]:
 
 def queued_top_ups() -> list[list[Any]]:
     return [r.args_kwargs["args"] for r in DBTaskResult.objects.filter(task_path=TASK_PATH)]
+
+
+def due_events(org: OrgHandle) -> list[Event]:
+    return list(Event.objects.filter(org_id=pk(org), type="auto_top_up.due").order_by("pk"))
 
 
 # --- the rule -------------------------------------------------------------------------------------
@@ -154,25 +165,27 @@ def test_an_invalid_update_keeps_the_previous_rule(org: OrgHandle) -> None:
 
 
 def test_crossing_below_enqueues_a_top_up_that_buys_at_the_volume_price(
-    org: OrgHandle,
-    make_content: Callable[..., str],
-    django_capture_on_commit_callbacks: Callable[..., Any],
+    org: OrgHandle, make_content: Callable[..., str]
 ) -> None:
     org.buy(10)
     set_rule(org, below_available=5, quantity=100)
     content = make_content(credit_cost=3)
     e1, e2, e3 = org.employee("E1"), org.employee("E2"), org.employee("E3")
 
-    with django_capture_on_commit_callbacks(execute=True):
-        org.assign(content, [e1])  # available 7: not below 5
+    org.assign(content, [e1])  # available 7: not below 5
+    run_once()
     assert queued_top_ups() == []
     assert run_auto_top_up(pk(org)) == "not needed"
 
-    with django_capture_on_commit_callbacks(execute=True):
-        org.assign(content, [e2])  # available 4: crosses below 5
+    org.assign(content, [e2])  # available 4: crosses below 5
+    assert queued_top_ups() == []  # the write only records that a top-up is due
+    [due] = due_events(org)
+    assert due.data == {"available": 4, "below_available": 5}
+    run_once()
     assert queued_top_ups() == [[pk(org)]]
-    with django_capture_on_commit_callbacks(execute=True):
-        org.assign(content, [e3])  # available 1: already below, no second task
+    org.assign(content, [e3])  # available 1: already below, no second task
+    run_once()
+    assert len(due_events(org)) == 1
     assert queued_top_ups() == [[pk(org)]]
 
     # Run the queued task as the worker would (db_worker itself closes the test's
@@ -218,13 +231,12 @@ def test_available_equal_to_the_trigger_is_not_below_it(org: OrgHandle) -> None:
     assert org.balance()["credits"] == 14
 
 
-def test_a_switched_off_rule_buys_nothing(
-    org: OrgHandle, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
+def test_a_switched_off_rule_buys_nothing(org: OrgHandle) -> None:
     org.buy(10)
     set_rule(org, enabled=False, below_available=5)
-    with django_capture_on_commit_callbacks(execute=True):
-        take(org, 8)
+    take(org, 8)
+    run_once()
+    assert due_events(org) == []
     assert queued_top_ups() == []
     assert run_auto_top_up(pk(org)) == "no rule"
     assert run_due() == 0
@@ -311,9 +323,7 @@ def test_the_month_is_the_orgs_own(make_org: Callable[..., OrgHandle]) -> None:
 
 
 def test_a_declined_payment_switches_the_rule_off_tells_the_org_and_never_loops(
-    make_org: Callable[..., OrgHandle],
-    make_content: Callable[..., str],
-    django_capture_on_commit_callbacks: Callable[..., Any],
+    make_org: Callable[..., OrgHandle], make_content: Callable[..., str]
 ) -> None:
     org = make_org("Declines", billing_email="pay@declines.example")
     org.buy(10)
@@ -344,9 +354,11 @@ def test_a_declined_payment_switches_the_rule_off_tells_the_org_and_never_loops(
     # No retry: not by the task, not by the periodic tick, not by a later crossing.
     assert run_auto_top_up(pk(org)) == "no rule"
     assert run_due() == 0
-    with django_capture_on_commit_callbacks(execute=True):
-        org.assign(make_content(credit_cost=5), [org.employee("E")])
-    assert queued_top_ups() == []
+    queued = queued_top_ups()  # the first crossing's (run_once above drained it): "no rule"
+    org.assign(make_content(credit_cost=5), [org.employee("E")])
+    run_once()
+    assert len(due_events(org)) == 1
+    assert queued_top_ups() == queued
     assert len(purchases(org)) == 2
     assert Event.objects.filter(org_id=pk(org), type="auto_top_up.failed").count() == 1
     mail.outbox.clear()
@@ -358,3 +370,69 @@ def test_a_declined_payment_switches_the_rule_off_tells_the_org_and_never_loops(
     again = set_rule(org, below_available=5, quantity=50)
     assert (again["enabled"], again["disabled_reason"]) == (True, "")
     assert run_auto_top_up(pk(org)) == "bought 50"
+
+
+# --- the balance write and the worker -------------------------------------------------------------
+
+
+def test_the_balance_write_only_records_that_a_top_up_is_due(
+    org: OrgHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of billing runs in the balance write: it calls no payment provider and queues
+    nothing; the internal event it writes reaches no webhook and no inbox, only the worker."""
+    org.buy(10)
+    set_rule(org, below_available=5, quantity=20)
+    endpoint = org.api.post(org.path("/webhooks"), {"url": "https://hooks.example/in"})
+    assert endpoint.status == 201  # subscribed to every event type
+    calls: list[str] = []
+
+    def refuse(name: str) -> Callable[..., Any]:
+        def called(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise AssertionError(f"the payment provider's {name} was called")
+
+        return called
+
+    for name in ("create_intent", "confirm", "retrieve", "cancel"):
+        monkeypatch.setattr(TestProvider, name, refuse(name))
+    take(org, 8)  # available 2: crosses below 5
+    assert calls == []
+    assert org.balance()["credits"] == 2
+    assert paid_auto(org) == [] and not Purchase.objects.filter(actor="system:auto_top_up")
+    [due] = due_events(org)
+    assert due.dispatched_at is None and queued_top_ups() == []
+    assert "auto_top_up.due" not in WEBHOOK_EVENT_TYPES
+    internal = {"url": "https://hooks.example/in", "events": ["auto_top_up.due"]}
+    assert org.api.post(org.path("/webhooks"), internal).status == 422
+
+    dispatch_events()  # the worker's drain, after the commit
+    assert queued_top_ups() == [[pk(org)]]
+    assert not WebhookDelivery.objects.filter(event=due).exists()
+    assert not EmailMessage.objects.filter(event=due).exists()
+    assert calls == []
+
+    monkeypatch.undo()
+    [queued] = DBTaskResult.objects.filter(task_path=TASK_PATH)
+    task = import_string(queued.task_path)
+    assert task.call(*queued.args_kwargs["args"], **queued.args_kwargs["kwargs"]) == "bought 20"
+    assert org.balance()["credits"] == 22
+
+
+def test_a_rolled_back_balance_write_leaves_no_top_up_due(org: OrgHandle) -> None:
+    org.buy(10)
+    set_rule(org, below_available=5, quantity=20)
+    organization = Organization.objects.get(pk=pk(org))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        actions.adjust_credits(organization, -8, reason="rolled back", actor="test")
+        assert len(due_events(org)) == 1
+        raise RuntimeError("roll back")
+    assert due_events(org) == []
+    run_once()
+    assert queued_top_ups() == []
+
+
+def test_only_internal_events_take_reactions() -> None:
+    """A reaction is the worker's own business: events customers see cannot carry one."""
+    with pytest.raises(ValueError, match="not an internal event type"):
+        events.react_to("balance.at_risk", lambda event: None)
+    assert events.reactions_to("auto_top_up.due") == (enqueue_auto_top_up,)

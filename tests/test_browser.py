@@ -513,7 +513,7 @@ def test_an_admin_downloads_the_ledger_as_csv_and_an_invoice_as_pdf(
 ) -> None:
     from pypdf import PdfReader
 
-    from learncredits.api.serializers import LEDGER_FIELDS
+    from learncredits.credits.ledger_export import LEDGER_FIELDS
 
     org = make_org("Acme")
     course = make_content(2, title="Fire safety")

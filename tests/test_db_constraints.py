@@ -30,6 +30,7 @@ from learncredits.billing.models import Invoice
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
+from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
     Assignment,
     Balance,
@@ -39,7 +40,7 @@ from learncredits.credits.models import (
     Purchase,
 )
 from learncredits.tenancy.models import Employee, Organization
-from learncredits.tenancy.services import create_employee, create_org
+from learncredits.tenancy.services import create_employee
 from tests.conftest import around_the_balance_check
 
 ACTOR = "constraints-test"

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 from learncredits.billing import purchases
 from learncredits.catalog.services import create_content
 from learncredits.credits import actions
+from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
     Assignment,
     Balance,
@@ -52,7 +53,7 @@ from learncredits.domain.errors import (
     ValidationFailed,
 )
 from learncredits.tenancy.models import Employee
-from learncredits.tenancy.services import create_employee, create_org
+from learncredits.tenancy.services import create_employee
 from tests.conftest import rolled_back_like_autocommit
 
 ACTOR = "stateful-test"

@@ -24,8 +24,7 @@ from learncredits.billing import invoicing
 from learncredits.billing.invoicing import auto_close_due, close_all
 from learncredits.billing.models import Invoice, InvoiceLine, InvoiceSequence, PeriodClose
 from learncredits.billing.tasks import collect_invoice_task, enqueue_collection
-from learncredits.credits.models import LedgerEntry
-from learncredits.notify.models import Event
+from learncredits.credits.models import Event, LedgerEntry
 from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, ok
 

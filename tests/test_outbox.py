@@ -36,10 +36,10 @@ from django.utils import timezone
 from learncredits import ids
 from learncredits.billing.collection import collect_invoice
 from learncredits.credits import actions
-from learncredits.credits.models import Balance
+from learncredits.credits.models import Alert, Balance, Event
 from learncredits.notify import delivery
 from learncredits.notify.delivery import LEASE, dispatch_events, run_once
-from learncredits.notify.models import Alert, EmailMessage, Event, WebhookDelivery
+from learncredits.notify.models import EmailMessage, WebhookDelivery
 from learncredits.tenancy.models import Organization
 from tests.conftest import ON_POSTGRES, OrgHandle, free_port, ok
 from tests.test_webhooks import Receiver

@@ -30,10 +30,9 @@ from learncredits.billing.models import (
     TestPaymentIntent,
     TestRefund,
 )
-from learncredits.credits.models import CreditLot, LedgerEntry, LotDraw
+from learncredits.credits.models import CreditLot, Event, LedgerEntry, LotDraw
 from learncredits.credits.verify import verify_ledger
 from learncredits.notify.delivery import run_once
-from learncredits.notify.models import Event
 from tests.conftest import Api, Crash, OrgHandle, Response, install_crashing_provider, ok
 from tests.test_billing import at, pk, utc
 

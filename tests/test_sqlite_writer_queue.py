@@ -83,8 +83,9 @@ def run_writers(tmp_path: Path, engine: str) -> tuple[list[dict[str, object]], P
             sys.executable,
             "-c",
             "import django; django.setup()\n"
+            "from learncredits.credits import accounts\n"
             "from learncredits.tenancy import services\n"
-            "org = services.create_org(name='Queue', billing_email='q@example.com',"
+            "org = accounts.create_org(name='Queue', billing_email='q@example.com',"
             " timezone_name='UTC', alert_threshold=0)\n"
             "services.create_api_key(org, name='k')\n"
             "print(org.pk)",

@@ -42,22 +42,23 @@ from hypothesis.stateful import (
 )
 
 from learncredits import ids
-from learncredits.billing import auto_top_up
 from learncredits.catalog.services import create_content, set_price_book
-from learncredits.credits import actions
+from learncredits.credits import actions, alerts
+from learncredits.credits.accounts import create_org
 from learncredits.credits.models import (
+    Alert,
     Assignment,
     Balance,
     CreditLot,
+    Event,
     LedgerEntry,
     LotDraw,
 )
 from learncredits.credits.verify import verify_ledger
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
-from learncredits.notify.models import Alert, Event
 from learncredits.tenancy.models import Employee, Organization
-from learncredits.tenancy.services import create_employee, create_org, update_org
+from learncredits.tenancy.services import create_employee, update_org
 from tests.conftest import rolled_back_like_autocommit
 from tests.test_ledger_stateful import SETTINGS as LEDGER_SETTINGS
 from tests.test_ledger_stateful import LedgerMachine
@@ -682,7 +683,7 @@ def test_the_auto_top_up_rule_gets_the_same_inputs(sql_start: Any) -> None:
         def record(org: Any, before: int, counters: Any, side: str = side) -> None:
             calls[side].append((org.auto_top_up_below, before, counters.available))
 
-        with patch.object(auto_top_up, "check_after_change", record):
+        with patch.object(alerts, "auto_top_up_check", record):
             if side == "python":
                 actions.start_assignment(org, a.pk, actor=ACTOR)
             else:

@@ -18,12 +18,11 @@ from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.services import current_price_book
-from learncredits.credits.models import Purchase
+from learncredits.credits.models import Event, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.money import format_cents
 from learncredits.notify.delivery import run_once
 from learncredits.notify.emails import compose
-from learncredits.notify.models import Event
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, ok

@@ -26,10 +26,11 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from learncredits import ids
+from learncredits.credits.events import WEBHOOK_EVENT_TYPES
+from learncredits.credits.models import Event
 from learncredits.notify import delivery as delivery_module
 from learncredits.notify.delivery import dispatch_events, run_once
-from learncredits.notify.events import WEBHOOK_EVENT_TYPES
-from learncredits.notify.models import Event, WebhookDelivery, WebhookEndpoint
+from learncredits.notify.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import OrgHandle, ok
 
 pytestmark = pytest.mark.django_db

@@ -22,9 +22,9 @@ import psycopg
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from learncredits.billing import auto_top_up
-from learncredits.credits import sql
+from learncredits.credits import alerts
 from learncredits.credits.models import Assignment, Balance
+from learncredits.db import sql
 from learncredits.domain.balance import Counters
 from learncredits.domain.errors import InvalidState, NotFound
 from learncredits.domain.lifecycle import Action, decide
@@ -114,5 +114,5 @@ def start_via_sql(
             # available does not fall). Only its two fields are read.
             org = Organization(pk=org_id, auto_top_up_below=below)
             after_counters = Counters(credits=after, assigned=0)  # its .available is read
-            auto_top_up.check_after_change(org, before, after_counters)
+            alerts.auto_top_up_check(org, before, after_counters)
     return assignment

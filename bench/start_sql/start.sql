@@ -6,7 +6,7 @@
 -- committed as it returns), everything credits.actions.start_assignment does in its
 -- transaction: lock and read the balance, read the assignment, decide, write the ledger
 -- entry, the lot draws, the lots' remainders, the assignment, the balance and its at-risk
--- flag, and the rows of notify.events / notify.alerts. It writes exactly the rows the
+-- flag, and the rows of credits.events / credits.alerts. It writes exactly the rows the
 -- Python path writes (same tables, same values; ids and timestamps aside) and answers with
 -- one row that bench/start_sql/path.py maps to start_assignment's own outcomes.
 --
@@ -29,7 +29,7 @@
 --
 -- Names are the models' tables and columns (credits_balance, credits_assignment, ...); the
 -- string values are the models' choices (Assignment.Status, LedgerEntry.Type, Alert.Kind)
--- and the event types of notify.events.
+-- and the event types of credits.events.
 
 CREATE OR REPLACE FUNCTION learncredits_start(
     p_org_id bigint,
@@ -205,7 +205,7 @@ BEGIN
         END IF;
     END IF;
 
-    -- Rule (notify/alerts.overage_incurred): every overage emits `overage.incurred`; the
+    -- Rule (credits/alerts.overage_incurred): every overage emits `overage.incurred`; the
     -- first overage of the org's billing period (the calendar month in the org's own time
     -- zone, domain/periods.period_of) also opens the period's overage alert, once.
     IF v_overage > 0 THEN
@@ -233,7 +233,7 @@ BEGIN
     -- (credits - assigned) has reached the org's alert threshold. The balance row keeps
     -- the flag; only a change that crosses the line opens the at-risk alert and emits
     -- `balance.at_risk`, or resolves it and emits `balance.recovered`
-    -- (actions._write_balance, notify/alerts.at_risk_changed).
+    -- (actions._write_balance, credits/alerts.at_risk_changed).
     v_now_at_risk := v_assigned > 0 AND v_credits - v_assigned <= v_threshold;
     UPDATE credits_balance b
        SET credits = v_credits, assigned = v_assigned, at_risk = v_now_at_risk
@@ -257,8 +257,8 @@ BEGIN
                 p_now, NULL);
     END IF;
 
-    -- Rule (billing/auto_top_up.check_after_change): the caller gets available before and
-    -- after, and the org's trigger; crossing below it queues an auto top-up after commit.
+    -- Rule (credits/alerts.auto_top_up_check): the caller gets available before and
+    -- after, and the org's trigger; crossing below it emits auto_top_up.due for the worker.
     -- (A start never lowers available: it falls by from_balance and rises by the cost.)
     r_available_after := v_credits - v_assigned;
     r_outcome := 'started';

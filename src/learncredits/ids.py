@@ -1,5 +1,6 @@
-"""Opaque public ids: a type prefix and the row's key (``asg_42``), and the one parser of
-whole numbers typed or sent by people (dashboard forms and filters, console forms).
+"""Opaque public ids: a type prefix and the row's key (``asg_42``), the one parser of
+whole numbers typed or sent by people (dashboard forms and filters, console forms), and the
+one way times are written for them (``iso``).
 
 The prefix tells a human which kind of object an id names and lets us refuse an id of the
 wrong kind as unknown. Anything that does not decode is simply an unknown id.
@@ -14,6 +15,7 @@ for (never wider than a 64-bit column).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 PREFIXES = {
     "org": "org",
@@ -74,3 +76,10 @@ def decode(kind: str, value: object) -> int | None:
     if pk is None or digits != str(pk):  # one spelling per id: no blanks, no leading zeros
         return None
     return pk
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time as the API, the exports and the webhooks show it: ISO 8601 in UTC, with ``Z``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

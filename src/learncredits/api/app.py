@@ -3,9 +3,8 @@ the answer; every rule lives in the services and the domain."""
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig
@@ -34,7 +33,7 @@ from learncredits.billing import purchases
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
-from learncredits.credits import actions
+from learncredits.credits import accounts, actions, ledger_export
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
@@ -138,7 +137,7 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 @api.post("/orgs", response=responses(201, s.OrgOut), tags=["operator"])
 def create_org(request: HttpRequest, body: s.OrgIn) -> Status[Any]:
     require_operator(request)
-    org = tenancy.create_org(
+    org = accounts.create_org(
         name=body.name,
         billing_email=body.billing_email,
         timezone_name=body.timezone,
@@ -217,7 +216,7 @@ def create_adjustment(request: HttpRequest, org_id: str, body: s.AdjustmentIn) -
     principal = require_operator(request)
     org = org_for(request, org_id)
     entry = actions.adjust_credits(org, body.credits, reason=body.reason, actor=principal.label)
-    return Status(201, out.ledger_entry(entry))
+    return Status(201, ledger_export.ledger_entry(entry))
 
 
 # --- catalog and pricing -------------------------------------------------------------------
@@ -459,20 +458,6 @@ class LedgerParams(ListParams):
     format: Literal["json", "csv"] = "json"
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _ledger_csv(org: Organization) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(out.LEDGER_FIELDS)
-    entries = LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000)
-    for entry in entries:
-        row = out.ledger_entry(entry)
-        yield writer.writerow(["" if row[f] is None else row[f] for f in out.LEDGER_FIELDS])
-
-
 @api.get(
     "/orgs/{org_id}/ledger",
     response=responses(200, s.LedgerPage),
@@ -483,10 +468,10 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
     """The org's ledger, newest first; ``format=csv`` downloads all of it, oldest first."""
     org = org_for(request, org_id)
     if params.format == "csv":
-        response = StreamingHttpResponse(_ledger_csv(org), content_type="text/csv")
+        response = StreamingHttpResponse(ledger_export.ledger_csv(org), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
         return response
-    return paginate(LedgerEntry.objects.filter(org=org), params, out.ledger_entry)
+    return paginate(LedgerEntry.objects.filter(org=org), params, ledger_export.ledger_entry)
 
 
 def _register_routers() -> None:

@@ -14,9 +14,10 @@ from learncredits.api.common import ListParams, paginate, responses
 from learncredits.api.serializers import iso
 from learncredits.billing import auto_top_up
 from learncredits.billing.models import AutoTopUp
+from learncredits.credits.models import Alert
 from learncredits.domain.errors import NotFound
 from learncredits.notify import webhooks
-from learncredits.notify.models import Alert, WebhookDelivery, WebhookEndpoint
+from learncredits.notify.models import WebhookDelivery, WebhookEndpoint
 
 router = Router()
 

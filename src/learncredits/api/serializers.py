@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from learncredits import ids
@@ -11,17 +10,12 @@ from learncredits.billing.invoicing import amount_due_cents, invoice_status
 from learncredits.billing.models import Invoice, InvoiceTaxLine, Refund
 from learncredits.billing.reports import Forecast
 from learncredits.catalog.models import Content
-from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.models import Assignment, Purchase
 from learncredits.credits.queries import BalanceView
 from learncredits.domain.pricing import PriceBook, Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, Treatment
+from learncredits.ids import iso
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def org(o: Organization) -> dict[str, Any]:
@@ -143,39 +137,6 @@ def assignment(a: Assignment) -> dict[str, Any]:
         "started_at": iso(a.started_at),
         "completed_at": iso(a.completed_at),
         "cancelled_at": iso(a.cancelled_at),
-    }
-
-
-LEDGER_FIELDS = (
-    "id",
-    "type",
-    "credits_delta",
-    "assigned_delta",
-    "overage_credits",
-    "credits_after",
-    "assigned_after",
-    "assignment_id",
-    "purchase_id",
-    "actor",
-    "reason",
-    "created_at",
-)
-
-
-def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": ids.encode("ledger", e.pk),
-        "type": e.type,
-        "credits_delta": e.credits_delta,
-        "assigned_delta": e.assigned_delta,
-        "overage_credits": e.overage_credits,
-        "credits_after": e.credits_after,
-        "assigned_after": e.assigned_after,
-        "assignment_id": ids.encode("assignment", e.assignment_id),
-        "purchase_id": ids.encode("purchase", e.purchase_id),
-        "actor": e.actor,
-        "reason": e.reason,
-        "created_at": iso(e.created_at),
     }
 
 

@@ -1,44 +1,33 @@
 """Auto top-up: buy credits by themselves when available drops below the org's trigger.
 
-The write paths call ``check_after_change`` when they write the balance; crossing below the
-trigger queues ``run_auto_top_up`` after commit (and the worker's periodic tick also looks at
-every org that is below). The run re-checks everything under a lock on the rule, respects the
-monthly limits, and buys through the normal purchase path at the volume price. A declined
-payment switches the rule off, tells the org, and is never retried in a loop.
+A balance write that crosses below the trigger emits the internal event ``auto_top_up.due``
+in its own transaction (credits/alerts.py); the worker, draining the outbox after that
+commit, queues ``run_auto_top_up`` (billing/tasks.py), and its periodic tick also looks at
+every org that is below. Nothing of this runs under the balance lock. The run re-checks
+everything under a lock on the rule, respects the monthly limits, and buys through the
+normal purchase path at the volume price. A declined payment switches the rule off, tells
+the org, and is never retried in a loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from learncredits.domain.balance import Counters
+from learncredits.billing.models import AutoTopUp
+from learncredits.billing.payments import PaymentOutcome, PaymentStatus, get_provider
+from learncredits.billing.purchases import apply_outcome, create_pending, settle_purchase
+from learncredits.credits.events import emit
+from learncredits.credits.models import Balance, Purchase
 from learncredits.domain.errors import PaymentFailed, ValidationFailed
 from learncredits.domain.periods import period_bounds, period_of
 from learncredits.tenancy.models import Organization
 
 ACTOR = "system:auto_top_up"
 MAX_LIMIT = 1_000_000
-
-
-def check_after_change(org: Organization, available_before: int, counters: Counters) -> None:
-    """Called by every balance write; does something only when the change crosses below the
-    org's trigger (the periodic tick looks after orgs that stay below)."""
-    below = org.auto_top_up_below
-    if below is None or counters.available >= below or available_before < below:
-        return
-    org_id = org.pk
-
-    def enqueue() -> None:
-        from learncredits.billing.tasks import auto_top_up_task
-
-        auto_top_up_task.enqueue(org_id)
-
-    transaction.on_commit(enqueue)
 
 
 @dataclass(frozen=True)
@@ -51,10 +40,8 @@ class RuleIn:
     max_credits_per_month: int
 
 
-def configure(org: Organization, rule: RuleIn) -> Any:
+def configure(org: Organization, rule: RuleIn) -> AutoTopUp:
     """Set the org's rule (validated), keeping the org's trigger mirror in step."""
-    from learncredits.billing.models import AutoTopUp
-
     if (rule.quantity is None) == (rule.target_available is None):
         raise ValidationFailed("give exactly one of quantity and target_available")
     if rule.quantity is not None and not 1 <= rule.quantity <= MAX_LIMIT:
@@ -92,11 +79,6 @@ def run_auto_top_up(org_id: int) -> str:
     top-up (a crashed or concurrent run's) carries that one on instead of buying again, and
     the database allows only one pending auto top-up per org.
     """
-    from learncredits.billing.models import AutoTopUp
-    from learncredits.billing.payments import get_provider
-    from learncredits.billing.purchases import create_pending, settle_purchase
-    from learncredits.credits.models import Balance, Purchase
-
     provider = get_provider()
     with transaction.atomic(durable=True):
         rule = AutoTopUp.objects.select_for_update().filter(org_id=org_id).first()
@@ -134,9 +116,6 @@ def run_auto_top_up(org_id: int) -> str:
         return "declined; rule disabled"
     if purchase.status == Purchase.Status.PENDING and purchase.action_url:
         # Nobody is there to authenticate an automatic charge: give it up and say so.
-        from learncredits.billing.payments import PaymentOutcome, PaymentStatus
-        from learncredits.billing.purchases import apply_outcome
-
         provider.cancel(purchase.provider_reference)
         reason = "the card needs the cardholder to authenticate; buy once from the dashboard"
         apply_outcome(
@@ -156,9 +135,6 @@ def run_auto_top_up(org_id: int) -> str:
 def _switch_off(org_id: int, quantity: int, reason: str) -> None:
     """A declined automatic charge is not retried in a loop: the rule goes off, the org is
     told, and an admin turns it on again."""
-    from learncredits.billing.models import AutoTopUp
-    from learncredits.notify.events import emit
-
     with transaction.atomic(durable=True):
         AutoTopUp.objects.filter(org_id=org_id).update(
             enabled=False, disabled_reason=reason[:500], updated_at=timezone.now()
@@ -169,8 +145,6 @@ def _switch_off(org_id: int, quantity: int, reason: str) -> None:
 
 def run_due() -> int:
     """Periodic safety net: run every enabled rule whose org is below its trigger."""
-    from learncredits.credits.models import Balance
-
     ran = 0
     for org in Organization.objects.filter(auto_top_up_below__isnull=False):
         balance = Balance.objects.get(org_id=org.pk)

@@ -28,7 +28,7 @@ from learncredits.billing.payments import (
     PaymentStatus,
     get_provider,
 )
-from learncredits.notify.events import emit
+from learncredits.credits.events import emit
 
 logger = logging.getLogger(__name__)
 

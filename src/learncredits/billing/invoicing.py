@@ -41,13 +41,12 @@ from learncredits.billing.models import (
     PeriodClose,
 )
 from learncredits.catalog.models import Content
-from learncredits.credits import sql
+from learncredits.credits.events import emit
 from learncredits.credits.locking import lock_balance
-from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.models import Alert, Assignment, Event, LedgerEntry, Purchase
+from learncredits.db import sql
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
-from learncredits.notify.events import emit
-from learncredits.notify.models import Alert, Event
 from learncredits.tenancy.models import Employee, Organization
 
 T = TypeVar("T")

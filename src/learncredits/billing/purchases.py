@@ -15,8 +15,8 @@ purchase forward with the same steps:
    cancelled unconfirmed: it never charges.
 3. ``apply_outcome``: what the provider says, applied conditionally. Succeeded adds the
    credits under the balance lock (``credits.actions.mark_purchase_paid``: pending -> paid,
-   once); declined marks the row failed; needing authentication keeps it pending with the
-   place to authenticate.
+   once) and, in the same transaction, the receipt and ``purchase.paid``; declined marks
+   the row failed; needing authentication keeps it pending with the place to authenticate.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from learncredits import ids
 from learncredits.billing import tax as billing_tax
+from learncredits.billing.invoicing import issue_receipt
 from learncredits.billing.payment_methods import STRIPE, require_card
 from learncredits.billing.payments import (
     PaymentOutcome,
@@ -40,6 +41,7 @@ from learncredits.billing.payments import (
 )
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.actions import mark_purchase_paid
+from learncredits.credits.events import emit
 from learncredits.credits.models import Purchase
 from learncredits.domain import pricing
 from learncredits.domain.errors import IdempotencyKeyReused, PaymentFailed
@@ -187,6 +189,30 @@ def settle_purchase(
     return purchase
 
 
+def _credit_paid_purchase(org: Organization, purchase: Purchase, *, reference: str) -> Purchase:
+    """The credits, the receipt and ``purchase.paid`` in one transaction, so a paid purchase
+    has all three or none; the balance lock taken by ``mark_purchase_paid`` is held until
+    the receipt is written. Only the call that moved the purchase to paid writes them."""
+    with transaction.atomic():
+        if mark_purchase_paid(org, purchase, reference=reference, actor=purchase.actor):
+            receipt = issue_receipt(org, purchase)
+            emit(
+                org.pk,
+                "purchase.paid",
+                {
+                    "id": ids.encode("purchase", purchase.pk),
+                    "quantity": purchase.quantity,
+                    "unit_price_cents": purchase.unit_price_cents,
+                    "total_cents": purchase.total_cents,
+                    "tax_cents": purchase.tax_cents,
+                    "currency": purchase.currency,
+                    "invoice_id": ids.encode("invoice", receipt.pk),
+                },
+            )
+    purchase.refresh_from_db()
+    return purchase
+
+
 def apply_outcome(
     purchase: Purchase, outcome: PaymentOutcome, *, org: Organization | None = None
 ) -> Purchase:
@@ -195,7 +221,7 @@ def apply_outcome(
     org = org or Organization.objects.get(pk=purchase.org_id)
     pending = Purchase.objects.filter(pk=purchase.pk, status=Purchase.Status.PENDING)
     if outcome.status == PaymentStatus.SUCCEEDED:
-        return mark_purchase_paid(org, purchase, reference=outcome.intent_id, actor=purchase.actor)
+        return _credit_paid_purchase(org, purchase, reference=outcome.intent_id)
     if outcome.status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
         with transaction.atomic(durable=True):
             pending.update(

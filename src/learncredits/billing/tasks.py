@@ -14,6 +14,7 @@ from learncredits.billing import auto_top_up, purchases, refunds
 from learncredits.billing.collection import collect_invoice, retry_due_collections
 from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice
+from learncredits.credits.models import Event
 
 
 @task()
@@ -95,3 +96,11 @@ def billing_tick() -> dict[str, int]:
 @task()
 def auto_top_up_task(org_id: int) -> str:
     return auto_top_up.run_auto_top_up(org_id)
+
+
+def enqueue_auto_top_up(event: Event) -> None:
+    """The worker's reaction to ``auto_top_up.due`` (registered in billing/apps.py): queue
+    the run. It is called while the outbox is drained, after the balance write committed and
+    in the transaction that marks the event dispatched, so the task is queued exactly when
+    the event is consumed; the run itself buys outside any transaction."""
+    auto_top_up_task.enqueue(event.org_id)

@@ -20,11 +20,10 @@ from django.utils import timezone
 
 from learncredits import ids
 from learncredits.audit import trail as audit
-from learncredits.billing import auto_top_up
-from learncredits.billing.invoicing import issue_receipt
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import sql
+from learncredits.credits import alerts
+from learncredits.credits.events import emit, emit_in, emit_many
 from learncredits.credits.locking import LockedBalance, lock_balance, lock_statement, locked_from
 from learncredits.credits.models import (
     Assignment,
@@ -34,6 +33,7 @@ from learncredits.credits.models import (
     LotDraw,
     Purchase,
 )
+from learncredits.db import sql
 from learncredits.domain.balance import Counters, is_at_risk, split_start
 from learncredits.domain.errors import (
     EmployeeInactive,
@@ -46,8 +46,6 @@ from learncredits.domain.errors import (
 from learncredits.domain.lifecycle import Action, Outcome, decide
 from learncredits.domain.lots import draw_fifo
 from learncredits.domain.periods import period_of
-from learncredits.notify import alerts
-from learncredits.notify.events import emit, emit_in, emit_many
 from learncredits.tenancy.models import Employee, Organization
 
 MAX_BULK_ASSIGN = 10_000
@@ -95,7 +93,8 @@ def _write_balance(
     locked: LockedBalance, org: Organization, batch: sql.Batch | None = None
 ) -> None:
     """Write the balance row (last, to hold its lock no longer than needed) and, when the
-    change crosses the at-risk line, open or resolve the alert in the same transaction.
+    change crosses the at-risk line, open or resolve the alert in the same transaction (as
+    well as the event asking the worker for an auto top-up, when one is due).
 
     ``batch`` holds writes not sent yet (a start's): the balance update joins them, so all
     go in one round trip on PostgreSQL."""
@@ -113,7 +112,7 @@ def _write_balance(
     if at_risk != locked.at_risk:
         alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
         locked.at_risk = at_risk
-    auto_top_up.check_after_change(org, locked.available_before, counters)
+    alerts.auto_top_up_check(org, locked.available_before, counters)
 
 
 def reevaluate_at_risk(org: Organization) -> None:
@@ -511,7 +510,7 @@ def _consume(
     """Charge a started assignment: from the balance first, the rest as overage at retail.
 
     ``lots`` is the org's oldest open lots when the caller read them under the lock already.
-    Every statement is prebuilt (see credits/sql.py): this runs while the balance is locked.
+    Every statement is prebuilt (see db/sql.py): this runs while the balance is locked.
     With a ``batch``, the writes may be left in it for the caller to send (with the balance
     update); they are sent here when an overage alert must follow them."""
     cost = assignment.credit_cost
@@ -793,10 +792,13 @@ def _add_lot(
 
 def mark_purchase_paid(
     org: Organization, purchase: Purchase, *, reference: str, actor: str
-) -> Purchase:
+) -> bool:
     """Add a paid purchase's credits, exactly once: a conditional pending -> paid under the
     balance lock, so the provider's answer, its webhook and reconciliation may all report the
-    same payment and only the first adds the lot, the ledger entry and the receipt."""
+    same payment and only the first adds the lot and the ledger entry. True for that first.
+
+    The receipt and the ``purchase.paid`` event are billing's: it calls this inside its own
+    transaction (billing/purchases.py), so the lock is held until all of them are written."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
         now = timezone.now()
@@ -816,23 +818,8 @@ def mark_purchase_paid(
                 actor=actor,
                 purchase_id=purchase.pk,
             )
-            receipt = issue_receipt(org, purchase)
-            emit(
-                org.pk,
-                "purchase.paid",
-                {
-                    "id": ids.encode("purchase", purchase.pk),
-                    "quantity": purchase.quantity,
-                    "unit_price_cents": purchase.unit_price_cents,
-                    "total_cents": purchase.total_cents,
-                    "tax_cents": purchase.tax_cents,
-                    "currency": purchase.currency,
-                    "invoice_id": ids.encode("invoice", receipt.pk),
-                },
-            )
             _write_balance(locked, org)
-    purchase.refresh_from_db()
-    return purchase
+    return bool(became_paid)
 
 
 def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) -> LedgerEntry:

@@ -13,9 +13,9 @@ from functools import cache
 from django.db import connection
 from django.db.transaction import TransactionManagementError
 
-from learncredits.credits import sql
 from learncredits.credits.models import Balance
-from learncredits.credits.sql import quote
+from learncredits.db import sql
+from learncredits.db.sql import quote
 
 
 @dataclass

@@ -265,3 +265,61 @@ class LotDraw(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gt=0), name="lotdraw_quantity_pos"),
         ]
+
+
+# --- what balance changes announce -----------------------------------------------------------
+# Both tables were created by the notify app and keep their names: they moved here (state
+# only, no data touched) so that the write paths that fill them need not import notify,
+# which only reads them.
+
+
+class Alert(models.Model):
+    """An open or resolved at-risk alert, or a period's overage alert (credits/alerts.py)."""
+
+    class Kind(models.TextChoices):
+        AT_RISK = "at_risk"
+        OVERAGE = "overage"
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alerts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The billing period of an overage alert (one per period); empty for at_risk.
+    period = models.CharField(max_length=7, blank=True, default="")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "notify_alert"
+        indexes = [models.Index(fields=["org", "-id"], name="alert_org_id")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org"],
+                condition=Q(kind="at_risk", active=True),
+                name="alert_one_active_at_risk",
+            ),
+            models.UniqueConstraint(
+                fields=["org", "period"],
+                condition=Q(kind="overage"),
+                name="alert_one_overage_per_period",
+            ),
+        ]
+
+
+class Event(models.Model):
+    """The transactional outbox (credits/events.py): something that happened to an org, for
+    email, webhooks and the worker's own reactions. Written in the causing transaction;
+    ``dispatched_at`` is set when the worker has fanned it out (notify/delivery.py)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="events")
+    type = models.CharField(max_length=64)
+    data = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "notify_event"
+        indexes = [
+            models.Index(
+                fields=["id"], name="event_undispatched", condition=Q(dispatched_at__isnull=True)
+            ),
+        ]

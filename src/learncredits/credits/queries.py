@@ -8,8 +8,8 @@ from functools import cache
 from django.db import connection
 from django.utils import timezone
 
-from learncredits.credits import sql
 from learncredits.credits.models import Balance, LedgerEntry
+from learncredits.db import sql
 from learncredits.domain.balance import Counters, is_at_risk
 from learncredits.domain.periods import period_bounds, period_of
 from learncredits.tenancy.models import Organization

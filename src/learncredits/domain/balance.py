@@ -33,3 +33,10 @@ def split_start(cost: int, credits: int) -> StartSplit:
 def is_at_risk(counters: Counters, alert_threshold: int) -> bool:
     """At risk: something is reserved and available has reached the org's threshold."""
     return counters.assigned > 0 and counters.available <= alert_threshold
+
+
+def falls_below_trigger(available_before: int, available_after: int, trigger: int | None) -> bool:
+    """Auto top-up (docs/product.md section 10): a change that takes available from at or
+    above the org's trigger to below it. Only the crossing counts, so a balance that stays
+    below asks once; the worker's periodic tick looks after orgs that stay there."""
+    return trigger is not None and available_after < trigger <= available_before

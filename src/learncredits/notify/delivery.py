@@ -3,8 +3,9 @@
 Steps, each safe to crash in:
 
 1. ``dispatch_events``: in one transaction, turn undispatched events into ``EmailMessage`` and
-   ``WebhookDelivery`` rows (unique per event, so a repeat cannot double them) and mark the
-   events dispatched.
+   ``WebhookDelivery`` rows (unique per event, so a repeat cannot double them), run the
+   reactions registered for internal events (``credits.events.react_to``: queueing an auto
+   top-up), and mark the events dispatched.
 2. ``send_due_emails`` / ``deliver_due_webhooks``: claim due rows for a lease (a short
    transaction), send outside any transaction, then record the outcome. A worker that dies
    after claiming leaves the row to be taken over when the lease ends. Webhooks are
@@ -37,15 +38,10 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from learncredits.credits.events import WEBHOOK_EVENT_TYPES, emit, reactions_to
+from learncredits.credits.models import Event
 from learncredits.notify import emails
-from learncredits.notify.events import WEBHOOK_EVENT_TYPES, emit
-from learncredits.notify.models import (
-    Delivery,
-    EmailMessage,
-    Event,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from learncredits.notify.models import Delivery, EmailMessage, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
@@ -83,6 +79,8 @@ def dispatch_events(limit: int = 500) -> int:
             message = emails.compose(event)
             if message is not None:
                 mails.append(message)
+            for reaction in reactions_to(event.type):
+                reaction(event)
         WebhookDelivery.objects.bulk_create(webhooks, ignore_conflicts=True)
         EmailMessage.objects.bulk_create(mails, ignore_conflicts=True)
         Event.objects.filter(pk__in=[e.pk for e in events]).update(dispatched_at=timezone.now())

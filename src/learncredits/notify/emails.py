@@ -13,9 +13,10 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from learncredits.catalog.services import current_price_book
+from learncredits.credits.models import Event
 from learncredits.domain import pricing
 from learncredits.domain.money import format_cents
-from learncredits.notify.models import EmailMessage, Event
+from learncredits.notify.models import EmailMessage
 from learncredits.tenancy.models import Membership, Organization
 
 SUBJECTS = {

@@ -1,10 +1,10 @@
-"""Alerts and the transactional outbox: events, emails and webhook deliveries.
+"""The delivery side of the transactional outbox: emails, webhook endpoints and deliveries.
 
-An ``Event`` row is written in the same transaction as the change that causes it, so an event
-exists exactly when its change committed. The worker turns events into ``EmailMessage`` and
-``WebhookDelivery`` rows (in one transaction, marking the event dispatched) and delivers those
-with retries. A crash anywhere loses nothing: undispatched events and undelivered messages
-are simply picked up again.
+The ``Event`` rows themselves live in credits (credits/models.py), where the changes that
+cause them are written. The worker turns events into ``EmailMessage`` and ``WebhookDelivery``
+rows (in one transaction, marking the event dispatched) and delivers those with retries. A
+crash anywhere loses nothing: undispatched events and undelivered messages are simply picked
+up again.
 """
 
 from __future__ import annotations
@@ -13,55 +13,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from learncredits.credits.models import Event
 from learncredits.secrets_at_rest import EncryptedCharField
 from learncredits.tenancy.models import Organization
-
-
-class Alert(models.Model):
-    class Kind(models.TextChoices):
-        AT_RISK = "at_risk"
-        OVERAGE = "overage"
-
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alerts")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    # The billing period of an overage alert (one per period); empty for at_risk.
-    period = models.CharField(max_length=7, blank=True, default="")
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["org", "-id"], name="alert_org_id")]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["org"],
-                condition=Q(kind="at_risk", active=True),
-                name="alert_one_active_at_risk",
-            ),
-            models.UniqueConstraint(
-                fields=["org", "period"],
-                condition=Q(kind="overage"),
-                name="alert_one_overage_per_period",
-            ),
-        ]
-
-
-class Event(models.Model):
-    """Something that happened to an org, for email and webhooks. Written in the causing
-    transaction; ``dispatched_at`` is set when the worker has fanned it out."""
-
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="events")
-    type = models.CharField(max_length=64)
-    data = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        indexes = [
-            models.Index(
-                fields=["id"], name="event_undispatched", condition=Q(dispatched_at__isnull=True)
-            ),
-        ]
 
 
 class Delivery(models.Model):

@@ -7,9 +7,9 @@ import secrets
 
 from django.utils import timezone
 
+from learncredits.credits.events import WEBHOOK_EVENT_TYPES
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.notify.delivery import UnsafeUrl, check_url
-from learncredits.notify.events import WEBHOOK_EVENT_TYPES
 from learncredits.notify.models import WebhookEndpoint
 from learncredits.tenancy.models import Organization
 

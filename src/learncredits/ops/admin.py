@@ -36,12 +36,12 @@ from learncredits.billing.models import (
 from learncredits.billing.stripe_provider import StripeProviderError
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
-from learncredits.credits import actions
-from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, Purchase
+from learncredits.credits import accounts, actions
+from learncredits.credits.models import Alert, Assignment, Balance, CreditLot, LedgerEntry, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
 from learncredits.ids import whole_number
-from learncredits.notify.models import Alert, WebhookDelivery, WebhookEndpoint
+from learncredits.notify.models import WebhookDelivery, WebhookEndpoint
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Organization
 
@@ -116,7 +116,7 @@ class OrganizationAdmin(admin.ModelAdmin):
                 if "alert_threshold" in form.changed_data:
                     actions.reevaluate_at_risk(obj)
             else:
-                created = tenancy.create_org(
+                created = accounts.create_org(
                     name=obj.name,
                     billing_email=obj.billing_email,
                     timezone_name=obj.timezone,

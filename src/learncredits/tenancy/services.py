@@ -25,8 +25,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from learncredits.audit import trail as audit
-from learncredits.credits import sql
-from learncredits.credits.models import Balance
+from learncredits.db import sql
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
@@ -86,7 +85,7 @@ def _clean_threshold(value: int) -> int:
     return value
 
 
-def create_org(
+def create_org_record(
     *,
     name: str,
     billing_email: str,
@@ -94,7 +93,11 @@ def create_org(
     alert_threshold: int = 0,
     actor: str = "system",
 ) -> Organization:
-    """A new organization with its (empty) balance row, in one transaction."""
+    """The organization row, checked and audited, without the balance row every org needs.
+
+    Callers create orgs with ``credits.accounts.create_org``, which adds that row in the same
+    transaction: the balance belongs to credits, which sits above tenancy and so is the one
+    that may know both."""
     with transaction.atomic():
         org = Organization.objects.create(
             name=_clean_name(name),
@@ -102,7 +105,6 @@ def create_org(
             timezone=_clean_timezone(timezone_name),
             alert_threshold=_clean_threshold(alert_threshold),
         )
-        Balance.objects.create(org=org)
         audit.record(actor, "org.create", org_id=org.pk, target=f"org_{org.pk}", name=org.name)
     return org
 

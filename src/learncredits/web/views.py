@@ -27,7 +27,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from learncredits import ids
-from learncredits.api.serializers import LEDGER_FIELDS, ledger_entry
 from learncredits.billing import auto_top_up, purchases, reports
 from learncredits.billing import tax as billing_tax
 from learncredits.billing.documents import invoice_page, invoice_pdf
@@ -36,13 +35,12 @@ from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import actions
-from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits import actions, ledger_export
+from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.money import format_cents
-from learncredits.notify.models import Alert
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Membership, Organization
 
@@ -790,20 +788,7 @@ def _save_tax_profile(request: HttpRequest, org: Organization) -> dict[str, Any]
 @org_admin
 def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     org = _org(request)
-
-    class Echo:
-        def write(self, value: str) -> str:
-            return value
-
-    writer = csv.writer(Echo())
-
-    def rows() -> Any:
-        yield writer.writerow(LEDGER_FIELDS)
-        for entry in LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000):
-            data = ledger_entry(entry)
-            yield writer.writerow(["" if data[f] is None else data[f] for f in LEDGER_FIELDS])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response = StreamingHttpResponse(ledger_export.ledger_csv(org), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
     return response
 

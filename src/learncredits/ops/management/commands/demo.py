@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand
 from learncredits.billing import purchases
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
-from learncredits.credits import actions
+from learncredits.credits import accounts, actions
 from learncredits.ops.listen import listen_url
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
@@ -92,7 +92,7 @@ class Command(BaseCommand):
         path.chmod(0o600)
 
     def _create(self) -> str:
-        org = tenancy.create_org(
+        org = accounts.create_org(
             name="Acme Training Co",
             billing_email="billing@acme.example",
             timezone_name="UTC",

@@ -83,5 +83,5 @@ def drop(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-    dependencies = [("credits", "0009_purchase_tax_check")]
+    dependencies = [("credits", "0010_alert_event_from_notify")]
     operations = [migrations.RunPython(create, drop)]

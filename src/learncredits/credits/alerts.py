@@ -1,10 +1,12 @@
-"""At-risk and overage alerts (docs/product.md section 9), evaluated inside the changing
-transaction.
+"""At-risk and overage alerts (docs/product.md section 9) and the auto top-up trigger,
+evaluated inside the changing transaction.
 
 The balance row carries ``at_risk`` as of its last write, so a change that does not cross the
 line costs nothing extra; crossing it opens or resolves the alert and emits the event that
 sends the one email (and the webhook). The overage alert opens at the first overage of a
-billing period, once (a partial unique index makes a second one impossible).
+billing period, once (a partial unique index makes a second one impossible). Falling below
+the auto top-up trigger only emits an internal event: the buying is billing's, done by the
+worker after the change committed, never under the balance lock.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from learncredits.domain.balance import Counters
-from learncredits.notify.events import emit
-from learncredits.notify.models import Alert
+from learncredits.credits.events import emit
+from learncredits.credits.models import Alert
+from learncredits.domain.balance import Counters, falls_below_trigger
+from learncredits.tenancy.models import Organization
 
 
 def at_risk_changed(org_id: int, counters: Counters, at_risk: bool, threshold: int) -> None:
@@ -47,3 +50,16 @@ def overage_incurred(org_id: int, period: str, data: dict[str, object]) -> None:
         except IntegrityError:  # pragma: no cover - the balance lock serializes this
             first = False
     emit(org_id, "overage.incurred", {**data, "period": period, "first_of_period": first})
+
+
+def auto_top_up_check(org: Organization, available_before: int, counters: Counters) -> None:
+    """Called by every balance write: when available falls below the org's auto top-up
+    trigger, emit ``auto_top_up.due`` in the same transaction. The worker reacts to it once
+    the change has committed (billing/tasks.py), so a rolled-back change buys nothing."""
+    trigger = org.auto_top_up_below
+    if falls_below_trigger(available_before, counters.available, trigger):
+        emit(
+            org.pk,
+            "auto_top_up.due",
+            {"available": counters.available, "below_available": trigger},
+        )
