@@ -1,6 +1,7 @@
 """RFC 9457 problem responses: every error the API gives has this one shape.
 
-Each domain error class maps to one HTTP status here, and only here.
+Each domain error class maps to one HTTP status here, and only here (``status_for``); the
+dashboard pages and the operator console answer a refusal with the same status.
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Ht
     return response
 
 
+def status_for(exc: errors.DomainError) -> int:
+    """The HTTP status of a refusal, for the API, the dashboard pages and the console alike:
+    a client that sees the same refusal through two doors sees the same status."""
+    return next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
+
+
 def from_domain_error(exc: errors.DomainError) -> HttpResponse:
-    status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
-    return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
+    return problem(status_for(exc), exc.code, exc.title, exc.detail, **exc.extra)
 
 
 def validation_problem(

@@ -33,3 +33,32 @@ def split_start(cost: int, credits: int) -> StartSplit:
 def is_at_risk(counters: Counters, alert_threshold: int) -> bool:
     """At risk: something is reserved and available has reached the org's threshold."""
     return counters.assigned > 0 and counters.available <= alert_threshold
+
+
+def credits_to_leave_risk(available: int, alert_threshold: int) -> int:
+    """The fewest credits to buy for available to be above the threshold again (at risk is
+    ``available <= threshold``, so one more than the gap); 0 when it already is. The at-risk
+    email and the dashboard's banner both offer this quantity, so they must agree."""
+    return max(0, alert_threshold - available + 1)
+
+
+@dataclass(frozen=True)
+class AssignOutlook:
+    """What assigning ``new_count`` more of an item would do to the balance."""
+
+    reserved: int
+    available_after: int
+    # Credits that would be billed at the retail price if every open reservation, the old
+    # ones and these, were started now: the part the credits held would not cover.
+    billed_at_retail: int
+
+
+def assign_outlook(counters: Counters, *, new_count: int, credit_cost: int) -> AssignOutlook:
+    """The assign preview's arithmetic. Reservations never refuse for lack of credits; a
+    start beyond the credits is overage (``split_start``), which is what this warns of."""
+    reserved = new_count * credit_cost
+    return AssignOutlook(
+        reserved=reserved,
+        available_after=counters.available - reserved,
+        billed_at_retail=max(0, counters.assigned + reserved - counters.credits),
+    )
