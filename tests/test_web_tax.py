@@ -86,7 +86,7 @@ def _tax_updates(org: OrgHandle) -> int:
 
 
 def _set_german(org: OrgHandle, **extra: Any) -> None:
-    tenancy.update_org(_org_row(org), {"tax": {"country": "DE", **extra}}, actor="test")
+    tenancy.update_org_settings(_org_row(org), {"tax": {"country": "DE", **extra}}, actor="test")
 
 
 def _quote_cents(quantity: int) -> int:

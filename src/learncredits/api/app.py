@@ -3,9 +3,8 @@ the answer; every rule lives in the services and the domain."""
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 from django.core.exceptions import RequestDataTooBig
@@ -34,7 +33,7 @@ from learncredits.billing import purchases
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
-from learncredits.credits import actions
+from learncredits.credits import actions, exports
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
@@ -163,9 +162,7 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     nulls = [field for field, value in changes.items() if value is None and field != "tax"]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
-    org = tenancy.update_org(org, changes, actor=caller(request).label)
-    if "alert_threshold" in changes:
-        actions.reevaluate_at_risk(org)
+    org = tenancy.update_org_settings(org, changes, actor=caller(request).label)
     return out.org(org)
 
 
@@ -285,7 +282,10 @@ def get_balance(request: HttpRequest, org_id: str) -> dict[str, Any]:
 @api.post("/orgs/{org_id}/employees", response=responses(201, s.EmployeeOut), tags=["employees"])
 def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> Status[Any]:
     org = org_for(request, org_id)
-    return Status(201, out.employee(tenancy.create_employee(org, name=body.name, email=body.email)))
+    employee = tenancy.create_employee(
+        org, name=body.name, email=body.email, actor=caller(request).label
+    )
+    return Status(201, out.employee(employee))
 
 
 @api.get("/orgs/{org_id}/employees", response=responses(200, s.EmployeePage), tags=["employees"])
@@ -459,20 +459,6 @@ class LedgerParams(ListParams):
     format: Literal["json", "csv"] = "json"
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _ledger_csv(org: Organization) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(out.LEDGER_FIELDS)
-    entries = LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000)
-    for entry in entries:
-        row = out.ledger_entry(entry)
-        yield writer.writerow(["" if row[f] is None else row[f] for f in out.LEDGER_FIELDS])
-
-
 @api.get(
     "/orgs/{org_id}/ledger",
     response=responses(200, s.LedgerPage),
@@ -483,8 +469,10 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
     """The org's ledger, newest first; ``format=csv`` downloads all of it, oldest first."""
     org = org_for(request, org_id)
     if params.format == "csv":
-        response = StreamingHttpResponse(_ledger_csv(org), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
+        response = StreamingHttpResponse(exports.ledger_csv(org), content_type="text/csv")
+        response["Content-Disposition"] = (
+            f'attachment; filename="{exports.ledger_csv_filename(org)}"'
+        )
         return response
     return paginate(LedgerEntry.objects.filter(org=org), params, out.ledger_entry)
 

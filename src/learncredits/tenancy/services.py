@@ -26,6 +26,8 @@ from django.utils.http import urlsafe_base64_encode
 
 from learncredits.audit import trail as audit
 from learncredits.credits import sql
+from learncredits.credits.actions import reevaluate_at_risk
+from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Balance
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
@@ -81,6 +83,7 @@ def _clean_name(name: str, field: str = "name") -> str:
 
 
 def _clean_threshold(value: int) -> int:
+    """The one bound on an alert threshold, for the API, the pages and the console alike."""
     if abs(value) > MAX_THRESHOLD:
         raise ValidationFailed(f"alert_threshold must be within ±{MAX_THRESHOLD}")
     return value
@@ -136,11 +139,17 @@ def clean_tax_profile(value: object) -> dict[str, object]:
     }
 
 
-def update_org(
-    org: Organization, changes: dict[str, object], *, actor: str = "system"
+def update_org_settings(
+    org: Organization, changes: Mapping[str, object], *, actor: str
 ) -> Organization:
-    """Change an org's settings, every value checked first (nothing is written when one is
-    refused), in one audited write. ``tax`` is the tax profile as a whole (or None)."""
+    """Change an org's settings: the one write path for them (API, pages, console).
+
+    Every value is checked first, so nothing is written when one is refused. The write, its
+    audit row and, when the alert threshold is among the changes, the at-risk re-evaluation
+    are one transaction: a threshold is never saved with an at-risk flag (and alert) that
+    still follows the old one. The balance row is locked before the org row is written, the
+    order every balance write takes, so this cannot deadlock with them. ``tax`` is the tax
+    profile as a whole (or None to remove it)."""
     cleaners = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
@@ -151,22 +160,30 @@ def update_org(
     for field, value in changes.items():
         if field == "tax":
             cleaned.update(clean_tax_profile(value))
-        else:
+        elif field in cleaners:
             cleaned[field] = cleaners[field](value)
+        else:
+            raise ValidationFailed(f"{field} is not an organization setting")
+    if not cleaned:
+        return org
     before = {field: getattr(org, field) for field in cleaned}
-    for field, value in cleaned.items():
-        setattr(org, field, value)
-    if cleaned:
-        with transaction.atomic():
-            org.save(update_fields=list(cleaned))
-            audit.record(
-                actor,
-                "org.update",
-                org_id=org.pk,
-                target=f"org_{org.pk}",
-                before=before,
-                after=cleaned,
-            )
+    threshold_changed = "alert_threshold" in cleaned
+    with transaction.atomic():
+        if threshold_changed:
+            lock_balance(org.pk)
+        for field, value in cleaned.items():
+            setattr(org, field, value)
+        org.save(update_fields=list(cleaned))
+        audit.record(
+            actor,
+            "org.update",
+            org_id=org.pk,
+            target=f"org_{org.pk}",
+            before=before,
+            after=cleaned,
+        )
+        if threshold_changed:
+            reevaluate_at_risk(org)
     return org
 
 
@@ -177,12 +194,21 @@ def get_org(org_id: int) -> Organization:
         raise NotFound("organization not found") from None
 
 
-def create_employee(org: Organization, *, name: str, email: str) -> Employee:
+def create_employee(org: Organization, *, name: str, email: str, actor: str = "system") -> Employee:
+    """A new employee of the org, audited like every other change to who is in it."""
     try:
         with transaction.atomic():
-            return Employee.objects.create(
+            employee = Employee.objects.create(
                 org=org, name=_clean_name(name), email=_clean_email(email, "email")
             )
+            audit.record(
+                actor,
+                "employee.create",
+                org_id=org.pk,
+                target=f"emp_{employee.pk}",
+                email=employee.email,
+            )
+            return employee
     except IntegrityError:
         raise ValidationFailed("an employee with this email already exists") from None
 
