@@ -155,7 +155,7 @@ def test_a_declined_card_says_so_and_the_form_can_be_sent_again(
     page = alice.page
     alice.at("/buy")
     expect(alice.message()).to_contain_text("the payment was declined")
-    answered(alice, 422)
+    answered(alice, 402)
     alice.assert_clean()
     expect(alice.message()).to_contain_text("card declined")
     alice.expect_balance(credits=0, assigned=0)
@@ -169,7 +169,7 @@ def test_a_declined_card_says_so_and_the_form_can_be_sent_again(
     page.get_by_test_id("buy-submit").click()
     alice.at("/buy")
     expect(alice.message()).to_contain_text("the payment was declined")
-    answered(alice, 422)
+    answered(alice, 402)
     alice.assert_clean()
     assert page.locator("input[name=purchase_key]").input_value() not in {first_key, second_key}
     assert org.balance()["credits"] == 0
@@ -288,7 +288,7 @@ def test_stripe_a_declined_card_shows_the_decline(
     page = alice.page
     alice.at("/buy")
     expect(alice.message()).to_contain_text("the payment was declined")
-    answered(alice, 422)
+    answered(alice, 402)
     alice.assert_clean()
     alice.expect_balance(credits=0, assigned=0)
     assert page.locator("input[name=purchase_key]").input_value() != first_key

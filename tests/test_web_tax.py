@@ -18,12 +18,12 @@ from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.services import current_price_book
+from learncredits.credits import accounts
 from learncredits.credits.models import Event, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.money import format_cents
 from learncredits.notify.delivery import run_once
 from learncredits.notify.emails import compose
-from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, ok
 
@@ -85,7 +85,7 @@ def _tax_updates(org: OrgHandle) -> int:
 
 
 def _set_german(org: OrgHandle, **extra: Any) -> None:
-    tenancy.update_org(_org_row(org), {"tax": {"country": "DE", **extra}}, actor="test")
+    accounts.update_org_settings(_org_row(org), {"tax": {"country": "DE", **extra}}, actor="test")
 
 
 def _quote_cents(quantity: int) -> int:

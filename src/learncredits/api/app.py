@@ -162,9 +162,7 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     nulls = [field for field, value in changes.items() if value is None and field != "tax"]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
-    org = tenancy.update_org(org, changes, actor=caller(request).label)
-    if "alert_threshold" in changes:
-        actions.reevaluate_at_risk(org)
+    org = accounts.update_org_settings(org, changes, actor=caller(request).label)
     return out.org(org)
 
 
@@ -284,7 +282,10 @@ def get_balance(request: HttpRequest, org_id: str) -> dict[str, Any]:
 @api.post("/orgs/{org_id}/employees", response=responses(201, s.EmployeeOut), tags=["employees"])
 def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> Status[Any]:
     org = org_for(request, org_id)
-    return Status(201, out.employee(tenancy.create_employee(org, name=body.name, email=body.email)))
+    employee = tenancy.create_employee(
+        org, name=body.name, email=body.email, actor=caller(request).label
+    )
+    return Status(201, out.employee(employee))
 
 
 @api.get("/orgs/{org_id}/employees", response=responses(200, s.EmployeePage), tags=["employees"])
@@ -469,7 +470,9 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
     org = org_for(request, org_id)
     if params.format == "csv":
         response = StreamingHttpResponse(ledger_export.ledger_csv(org), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
+        response["Content-Disposition"] = (
+            f'attachment; filename="{ledger_export.ledger_csv_filename(org)}"'
+        )
         return response
     return paginate(LedgerEntry.objects.filter(org=org), params, ledger_export.ledger_entry)
 

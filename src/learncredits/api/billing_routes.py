@@ -15,7 +15,6 @@ from learncredits.api import schemas as s
 from learncredits.api import serializers as out
 from learncredits.api.auth import decode_or_404, org_for, require_operator
 from learncredits.api.common import ListParams, content, paginate, responses
-from learncredits.audit import trail as audit
 from learncredits.billing import reports
 from learncredits.billing.documents import invoice_page, invoice_pdf
 from learncredits.billing.invoicing import close_all, with_status
@@ -43,13 +42,7 @@ def close_period(request: HttpRequest, body: s.ClosePeriodIn) -> dict[str, Any]:
     """Issue every org's monthly invoice for ``period`` (also early, for the month in
     progress). Running it again issues only what arrived since."""
     principal = require_operator(request)
-    summary = close_all(body.period, on_issue=enqueue_collection)
-    audit.record(
-        principal.label,
-        "billing.close_period",
-        target=body.period,
-        invoices_issued=summary.invoices_issued,
-    )
+    summary = close_all(body.period, on_issue=enqueue_collection, actor=principal.label)
     return {"period": body.period, "invoices_issued": summary.invoices_issued}
 
 

@@ -9,7 +9,7 @@ from ninja import Query, Router, Status
 
 from learncredits import ids
 from learncredits.api import schemas as s
-from learncredits.api.auth import decode_or_404, org_for
+from learncredits.api.auth import caller, decode_or_404, org_for
 from learncredits.api.common import ListParams, paginate, responses
 from learncredits.api.serializers import iso
 from learncredits.billing import auto_top_up
@@ -54,7 +54,9 @@ def _endpoint(e: WebhookEndpoint) -> dict[str, Any]:
 )
 def create_webhook(request: HttpRequest, org_id: str, body: s.WebhookIn) -> Status[Any]:
     org = org_for(request, org_id)
-    endpoint = webhooks.create_endpoint(org, url=body.url, events=body.events)
+    endpoint = webhooks.create_endpoint(
+        org, url=body.url, events=body.events, actor=caller(request).label
+    )
     return Status(
         201,
         {
@@ -78,7 +80,11 @@ def list_webhooks(request: HttpRequest, org_id: str, params: Query[ListParams]) 
 )
 def delete_webhook(request: HttpRequest, org_id: str, webhook_id: str) -> HttpResponse:
     org = org_for(request, org_id)
-    webhooks.delete_endpoint(org, decode_or_404("webhook", webhook_id, "webhook endpoint"))
+    webhooks.delete_endpoint(
+        org,
+        decode_or_404("webhook", webhook_id, "webhook endpoint"),
+        actor=caller(request).label,
+    )
     return HttpResponse(status=204)
 
 
@@ -136,5 +142,7 @@ def put_auto_top_up(request: HttpRequest, org_id: str, body: s.AutoTopUpIn) -> A
     """Set the org's auto top-up rule: below ``below_available``, buy ``quantity`` credits (or
     enough to reach ``target_available``), within the monthly limits."""
     org = org_for(request, org_id)
-    rule = auto_top_up.configure(org, auto_top_up.RuleIn(**body.model_dump()))
+    rule = auto_top_up.configure(
+        org, auto_top_up.RuleIn(**body.model_dump()), actor=caller(request).label
+    )
     return _rule(rule)

@@ -1,6 +1,7 @@
 """RFC 9457 problem responses: every error the API gives has this one shape.
 
-Each domain error class maps to one HTTP status here, and only here.
+Each domain error class maps to one HTTP status, in ``domain/errors.py`` (``http_status``);
+the dashboard pages and the operator console answer a refusal with the same status.
 """
 
 from __future__ import annotations
@@ -14,19 +15,9 @@ from learncredits.domain import errors
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
-STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
-    errors.Unauthenticated: 401,
-    errors.PaymentFailed: 402,
-    errors.Forbidden: 403,
-    errors.NotFound: 404,
-    errors.InvalidState: 409,
-    errors.InsufficientCredits: 409,
-    errors.EmployeeInactive: 409,
-    errors.RefundExceedsAvailable: 409,
-    errors.PaymentMethodRequired: 409,
-    errors.MalformedRequest: 400,
-    errors.ValidationFailed: 422,
-}
+# The mapping lives with the errors (the pages and the console use it too, without the API).
+STATUS_BY_ERROR = errors.STATUS_BY_ERROR
+status_for = errors.http_status
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> HttpResponse:
@@ -47,8 +38,7 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Ht
 
 
 def from_domain_error(exc: errors.DomainError) -> HttpResponse:
-    status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
-    return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
+    return problem(status_for(exc), exc.code, exc.title, exc.detail, **exc.extra)
 
 
 def validation_problem(

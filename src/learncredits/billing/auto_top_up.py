@@ -12,11 +12,13 @@ the org, and is never retried in a loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from learncredits.audit import trail as audit
 from learncredits.billing.models import AutoTopUp
 from learncredits.billing.payments import PaymentOutcome, PaymentStatus, get_provider
 from learncredits.billing.purchases import apply_outcome, create_pending, settle_purchase
@@ -40,8 +42,9 @@ class RuleIn:
     max_credits_per_month: int
 
 
-def configure(org: Organization, rule: RuleIn) -> AutoTopUp:
-    """Set the org's rule (validated), keeping the org's trigger mirror in step."""
+def configure(org: Organization, rule: RuleIn, *, actor: str = "system") -> AutoTopUp:
+    """Set the org's rule (validated), keeping the org's trigger mirror in step, audited with
+    the rule it replaced: it decides what the org is charged without anyone clicking."""
     if (rule.quantity is None) == (rule.target_available is None):
         raise ValidationFailed("give exactly one of quantity and target_available")
     if rule.quantity is not None and not 1 <= rule.quantity <= MAX_LIMIT:
@@ -53,6 +56,7 @@ def configure(org: Organization, rule: RuleIn) -> AutoTopUp:
     if not 1 <= rule.max_credits_per_month <= MAX_LIMIT:
         raise ValidationFailed(f"max_credits_per_month must be between 1 and {MAX_LIMIT}")
     with transaction.atomic():
+        previous = AutoTopUp.objects.select_for_update().filter(org=org).first()
         saved, _ = AutoTopUp.objects.update_or_create(
             org=org,
             defaults={
@@ -68,7 +72,26 @@ def configure(org: Organization, rule: RuleIn) -> AutoTopUp:
         )
         org.auto_top_up_below = rule.below_available if rule.enabled else None
         org.save(update_fields=["auto_top_up_below"])
+        audit.record(
+            actor,
+            "auto_top_up.configure",
+            org_id=org.pk,
+            target=f"org_{org.pk}",
+            before=_audited(previous) if previous is not None else None,
+            after=_audited(saved),
+        )
     return saved
+
+
+def _audited(rule: Any) -> dict[str, object]:
+    return {
+        "enabled": rule.enabled,
+        "below_available": rule.below_available,
+        "quantity": rule.quantity,
+        "target_available": rule.target_available,
+        "max_purchases_per_month": rule.max_purchases_per_month,
+        "max_credits_per_month": rule.max_credits_per_month,
+    }
 
 
 def run_auto_top_up(org_id: int) -> str:

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from learncredits import ids
+from learncredits.audit import trail as audit
 from learncredits.billing import tax as billing_tax
 from learncredits.billing.models import (
     CreditNoteSequence,
@@ -41,9 +42,9 @@ from learncredits.billing.models import (
     PeriodClose,
 )
 from learncredits.catalog.models import Content
-from learncredits.credits.events import emit
+from learncredits.credits.events import emit, emit_all
 from learncredits.credits.locking import lock_balance
-from learncredits.credits.models import Alert, Assignment, Event, LedgerEntry, Purchase
+from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.db import sql
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
@@ -353,7 +354,6 @@ _INVOICE_COLUMNS = (  # the two datetimes last (adapted once a batch)
     "issued_at",
     "due_at",
 )
-_EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
 
 
 @dataclass(frozen=True)
@@ -547,20 +547,9 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
                 period=period,
                 active=True,
             ).update(active=False, resolved_at=now)
-        data = Event._meta.get_field("data")
-        (created,) = sql.adapt(Event, ("created_at",), (now,))
-        events = [
-            [
-                i.org_id,
-                "invoice.issued",
-                data.get_db_prep_save(_issued_data(i), connection),
-                created,
-                None,
-            ]
-            for i in invoices.values()
-        ]
-        for chunk in _chunks(events, sql.batch_rows(len(_EVENT_COLUMNS))):
-            sql.insert_no_return(Event, _EVENT_COLUMNS, chunk)
+        emit_all(
+            ((i.org_id, "invoice.issued", _issued_data(i)) for i in invoices.values()), now=now
+        )
     if record_close:
         PeriodClose.objects.bulk_create(
             [
@@ -711,11 +700,13 @@ def close_all(
     orgs: Iterable[Organization] | None = None,
     on_issue: Callable[[Invoice], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    actor: str = "system",
 ) -> CloseSummary:
     """Close ``period`` for every org (default: each org's last complete month).
 
     The orgs with something to bill are closed ``ORGS_PER_TRANSACTION`` at a time, each
     batch in one transaction (see ``_close_batch`` for what happens when one org fails).
+    The run is audited here, whoever starts it (the API, the CLI), with what it issued.
     """
     if period is not None:
         ensure_begun(period, timezone.now())
@@ -748,13 +739,31 @@ def close_all(
         if len(batch) >= ORGS_PER_TRANSACTION or not batch:
             flush()
     flush()
-    return CloseSummary(
+    summary = CloseSummary(
         period=period, orgs=len(queryset), invoices_issued=issued, total_cents=total
+    )
+    _audit_close(actor, summary)
+    return summary
+
+
+def _audit_close(actor: str, summary: CloseSummary) -> None:
+    """One audit row per close run, after its batches committed: it says what was issued,
+    which is known only then (a batch that failed is not in it)."""
+    audit.record(
+        actor,
+        "billing.close_period",
+        target=summary.period or "",
+        orgs=summary.orgs,
+        invoices_issued=summary.invoices_issued,
+        total_cents=summary.total_cents,
     )
 
 
 def auto_close_due(
-    now: datetime | None = None, *, on_issue: Callable[[Invoice], None] | None = None
+    now: datetime | None = None,
+    *,
+    on_issue: Callable[[Invoice], None] | None = None,
+    actor: str = "system",
 ) -> int:
     """Close each org's previous month once, shortly after it ends in the org's time zone.
 
@@ -773,6 +782,14 @@ def auto_close_due(
         _OrgClose.of(org, periods[org.pk]) for org in orgs if (org.pk, periods[org.pk]) not in done
     ]
     issued = 0
+    total = 0
     for batch in _chunks(due, ORGS_PER_TRANSACTION):
-        issued += len(_close_batch(batch, on_issue=on_issue, record_close=True))
+        invoices = _close_batch(batch, on_issue=on_issue, record_close=True)
+        issued += len(invoices)
+        total += sum(invoice.total_cents for invoice in invoices.values())
+    if due:  # the worker runs this every few minutes: only a run that closed something
+        _audit_close(
+            actor,
+            CloseSummary(period=None, orgs=len(due), invoices_issued=issued, total_cents=total),
+        )
     return issued

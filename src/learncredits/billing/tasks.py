@@ -16,6 +16,9 @@ from learncredits.billing.invoicing import auto_close_due
 from learncredits.billing.models import Invoice
 from learncredits.credits.models import Event
 
+# Who the audit trail names for what the worker does on its own (the month-end close).
+WORKER_ACTOR = "system:worker"
+
 
 @task()
 def collect_invoice_task(invoice_id: int) -> str:
@@ -80,7 +83,7 @@ enqueue_collection = _EnqueueCollection()
 def billing_tick() -> dict[str, int]:
     """Periodic: close each org's month once it has ended, retry declined charges, and settle
     purchases a crash or a lost webhook left pending."""
-    issued = auto_close_due(on_issue=enqueue_collection)
+    issued = auto_close_due(on_issue=enqueue_collection, actor=WORKER_ACTOR)
     retried = retry_due_collections()
     topped_up = auto_top_up.run_due()
     reconciled = purchases.reconcile_pending()

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from learncredits.audit import trail as audit
 from learncredits.catalog.models import Content, PriceBook, PriceTier
 from learncredits.domain import pricing
-from learncredits.domain.errors import ValidationFailed
+from learncredits.domain.errors import NotFound, ValidationFailed
 
 
 def current_price_book() -> pricing.PriceBook:
@@ -49,6 +49,26 @@ def set_price_book(
     return current_price_book()
 
 
+def clean_content(
+    *, title: str, premium: bool, credit_cost: int, xapi_activity_id: str | None
+) -> dict[str, object]:
+    """A catalog item's fields as stored, or the refusal; the one rule for creating and
+    editing an item, wherever it is done (the API, the console's form and its save)."""
+    title = title.strip()
+    if not title:
+        raise ValidationFailed("title must not be empty")
+    if premium and credit_cost < 1:
+        raise ValidationFailed("a premium item costs at least 1 credit")
+    if not premium and credit_cost != 0:
+        raise ValidationFailed("a free item costs 0 credits")
+    return {
+        "title": title,
+        "premium": premium,
+        "credit_cost": credit_cost,
+        "xapi_activity_id": xapi_activity_id or None,
+    }
+
+
 def create_content(
     *,
     title: str,
@@ -57,27 +77,49 @@ def create_content(
     xapi_activity_id: str | None,
     actor: str = "system",
 ) -> Content:
-    title = title.strip()
-    if not title:
-        raise ValidationFailed("title must not be empty")
-    if premium and credit_cost < 1:
-        raise ValidationFailed("a premium item costs at least 1 credit")
-    if not premium and credit_cost != 0:
-        raise ValidationFailed("a free item costs 0 credits")
+    values = clean_content(
+        title=title, premium=premium, credit_cost=credit_cost, xapi_activity_id=xapi_activity_id
+    )
     try:
         with transaction.atomic():
-            item = Content.objects.create(
-                title=title,
-                premium=premium,
-                credit_cost=credit_cost,
-                xapi_activity_id=xapi_activity_id or None,
-            )
+            item = Content.objects.create(**values)
             audit.record(
                 actor,
                 "content.create",
                 target=f"cnt_{item.pk}",
-                title=title,
-                credit_cost=credit_cost,
+                title=item.title,
+                credit_cost=item.credit_cost,
+            )
+            return item
+    except IntegrityError as exc:
+        raise ValidationFailed("xapi_activity_id is already used by another item") from exc
+
+
+def update_content(
+    content_id: int,
+    *,
+    title: str,
+    premium: bool,
+    credit_cost: int,
+    xapi_activity_id: str | None,
+    actor: str,
+) -> Content:
+    """Edit a catalog item, audited with what it was. Existing reservations keep the cost
+    they were made at (it is copied onto each assignment), so no assignment is repriced."""
+    values = clean_content(
+        title=title, premium=premium, credit_cost=credit_cost, xapi_activity_id=xapi_activity_id
+    )
+    try:
+        with transaction.atomic():
+            item = Content.objects.select_for_update().filter(pk=content_id).first()
+            if item is None:
+                raise NotFound("content not found")
+            before = {field: getattr(item, field) for field in values}
+            for field, value in values.items():
+                setattr(item, field, value)
+            item.save(update_fields=list(values))
+            audit.record(
+                actor, "content.update", target=f"cnt_{item.pk}", before=before, after=values
             )
             return item
     except IntegrityError as exc:

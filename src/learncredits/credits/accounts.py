@@ -1,9 +1,15 @@
-"""Opening an organization: its row (tenancy) and its empty balance row (credits), together."""
+"""Opening an organization and changing its settings: the writes that touch both the org's
+row (tenancy) and its balance (credits), each in one transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.db import transaction
 
+from learncredits.audit import trail as audit
+from learncredits.credits.actions import reevaluate_at_risk
+from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Balance
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
@@ -30,4 +36,39 @@ def create_org(
             actor=actor,
         )
         Balance.objects.create(org=org)
+    return org
+
+
+def update_org_settings(
+    org: Organization, changes: Mapping[str, object], *, actor: str
+) -> Organization:
+    """Change an org's settings: the one write path for them (API, pages, console).
+
+    Every value is checked first (``tenancy.clean_org_settings``), so nothing is written when
+    one is refused. The write, its audit row and, when the alert threshold is among the
+    changes, the at-risk re-evaluation are one transaction: a threshold is never saved with
+    an at-risk flag (and alert) that still follows the old one. The balance row is locked
+    before the org row is written, the order every balance write takes, so this cannot
+    deadlock with them."""
+    cleaned = tenancy.clean_org_settings(changes)
+    if not cleaned:
+        return org
+    before = {field: getattr(org, field) for field in cleaned}
+    threshold_changed = "alert_threshold" in cleaned
+    with transaction.atomic():
+        if threshold_changed:
+            lock_balance(org.pk)
+        for field, value in cleaned.items():
+            setattr(org, field, value)
+        org.save(update_fields=list(cleaned))
+        audit.record(
+            actor,
+            "org.update",
+            org_id=org.pk,
+            target=f"org_{org.pk}",
+            before=before,
+            after=cleaned,
+        )
+        if threshold_changed:
+            reevaluate_at_risk(org)
     return org

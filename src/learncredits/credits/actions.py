@@ -116,11 +116,18 @@ def _write_balance(
 
 
 def reevaluate_at_risk(org: Organization) -> None:
-    """After the org's alert threshold changed: the same rule, without a balance change."""
+    """After the org's alert threshold changed: the at-risk rule again, on counters that did
+    not move. Only the flag (and the alert and its event) can change, and only when the
+    answer did: no ledger entry, no balance write, and no auto top-up check, since
+    available is what it was."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        locked.entries = 1
-        _write_balance(locked, org)
+        counters = Counters(locked.credits, locked.assigned)
+        at_risk = is_at_risk(counters, org.alert_threshold)
+        if at_risk == locked.at_risk:
+            return
+        Balance.objects.filter(org_id=org.pk).update(at_risk=at_risk)
+        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
 
 
 # Columns written by the hot paths, in the order of their prebuilt statements.

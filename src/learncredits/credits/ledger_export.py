@@ -61,3 +61,8 @@ def ledger_csv(org: Organization) -> Iterator[str]:
     for entry in entries:
         row = ledger_entry(entry)
         yield writer.writerow(["" if row[f] is None else row[f] for f in LEDGER_FIELDS])
+
+
+def ledger_csv_filename(org: Organization) -> str:
+    """The download's name, the same from the API and the dashboard."""
+    return f"ledger-org_{org.pk}.csv"

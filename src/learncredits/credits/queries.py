@@ -1,16 +1,20 @@
-"""Read models of credits: the balance as the API shows it (docs/api.md)."""
+"""Read models of credits: the balance as the API shows it (docs/api.md), and what an
+assignment would do before it is made."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from django.db import connection
 from django.utils import timezone
 
-from learncredits.credits.models import Balance, LedgerEntry
+from learncredits.catalog.models import Content
+from learncredits.catalog.services import current_price_book
+from learncredits.credits.models import Assignment, Balance, LedgerEntry
 from learncredits.db import sql
-from learncredits.domain.balance import Counters, is_at_risk
+from learncredits.domain.balance import AssignOutlook, Counters, assign_outlook, is_at_risk
 from learncredits.domain.periods import period_bounds, period_of
 from learncredits.tenancy.models import Organization
 
@@ -57,4 +61,45 @@ def balance_view(org: Organization) -> BalanceView:
         at_risk=is_at_risk(counters, org.alert_threshold),
         period=period,
         overage_credits_this_period=int(row[2] or 0),
+    )
+
+
+@dataclass(frozen=True)
+class AssignPreview:
+    balance: BalanceView
+    new_count: int
+    skipped_count: int
+    outlook: AssignOutlook
+    # ``outlook.billed_at_retail`` at today's retail price.
+    retail_cost_cents: int
+
+
+def assign_preview(
+    org: Organization, content: Content, employee_ids: Sequence[int]
+) -> AssignPreview:
+    """What ``actions.assign_bulk`` would do with these employees, without doing it: the
+    same skip rule (an employee holding an open assignment of the item is skipped) and the
+    domain's arithmetic, priced with the price book in force."""
+    balance = balance_view(org)
+    unique_ids = list(dict.fromkeys(employee_ids))
+    holding = set(
+        Assignment.objects.filter(
+            org=org,
+            content=content,
+            employee_id__in=unique_ids,
+            status__in=[Assignment.Status.ASSIGNED, Assignment.Status.STARTED],
+        ).values_list("employee_id", flat=True)
+    )
+    new_count = sum(1 for pk in unique_ids if pk not in holding)
+    outlook = assign_outlook(
+        Counters(balance.credits, balance.assigned),
+        new_count=new_count,
+        credit_cost=content.credit_cost,
+    )
+    return AssignPreview(
+        balance=balance,
+        new_count=new_count,
+        skipped_count=len(holding),
+        outlook=outlook,
+        retail_cost_cents=outlook.billed_at_retail * current_price_book().retail_unit_price_cents,
     )

@@ -40,3 +40,32 @@ def falls_below_trigger(available_before: int, available_after: int, trigger: in
     above the org's trigger to below it. Only the crossing counts, so a balance that stays
     below asks once; the worker's periodic tick looks after orgs that stay there."""
     return trigger is not None and available_after < trigger <= available_before
+
+
+def credits_to_leave_risk(available: int, alert_threshold: int) -> int:
+    """The fewest credits to buy for available to be above the threshold again (at risk is
+    ``available <= threshold``, so one more than the gap); 0 when it already is. The at-risk
+    email and the dashboard's banner both offer this quantity, so they must agree."""
+    return max(0, alert_threshold - available + 1)
+
+
+@dataclass(frozen=True)
+class AssignOutlook:
+    """What assigning ``new_count`` more of an item would do to the balance."""
+
+    reserved: int
+    available_after: int
+    # Credits that would be billed at the retail price if every open reservation, the old
+    # ones and these, were started now: the part the credits held would not cover.
+    billed_at_retail: int
+
+
+def assign_outlook(counters: Counters, *, new_count: int, credit_cost: int) -> AssignOutlook:
+    """The assign preview's arithmetic. Reservations never refuse for lack of credits; a
+    start beyond the credits is overage (``split_start``), which is what this warns of."""
+    reserved = new_count * credit_cost
+    return AssignOutlook(
+        reserved=reserved,
+        available_after=counters.available - reserved,
+        billed_at_retail=max(0, counters.assigned + reserved - counters.credits),
+    )

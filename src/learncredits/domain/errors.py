@@ -82,3 +82,25 @@ class IdempotencyKeyReused(ValidationFailed):
 
     code = "idempotency_key_reused"
     title = "Idempotency key reused"
+
+
+# The HTTP status of each refusal, for the API, the dashboard pages and the console alike: a
+# client that sees the same refusal through two doors sees the same status.
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    Unauthenticated: 401,
+    PaymentFailed: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    InvalidState: 409,
+    InsufficientCredits: 409,
+    EmployeeInactive: 409,
+    RefundExceedsAvailable: 409,
+    PaymentMethodRequired: 409,
+    MalformedRequest: 400,
+    ValidationFailed: 422,
+}
+
+
+def http_status(exc: DomainError) -> int:
+    """The HTTP status of a refusal (the first class of ``STATUS_BY_ERROR`` it is one of)."""
+    return next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)

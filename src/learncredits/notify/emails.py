@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.models import Event
 from learncredits.domain import pricing
+from learncredits.domain.balance import credits_to_leave_risk
 from learncredits.domain.money import format_cents
 from learncredits.notify.models import EmailMessage
 from learncredits.tenancy.models import Membership, Organization
@@ -77,8 +78,9 @@ def compose(event: Event) -> EmailMessage | None:
         "billing_url": settings.LEARNCREDITS_BASE_URL.rstrip("/") + "/settings/billing",
     }
     if event.type == "balance.at_risk":
-        # Enough to bring available back above the alert threshold.
-        context["quote"] = _top_up_quote(data["alert_threshold"] - data["available"] + 1)
+        context["quote"] = _top_up_quote(
+            credits_to_leave_risk(data["available"], data["alert_threshold"])
+        )
     for key in ("total_cents", "amount_cents"):
         if key in data:
             context[key.replace("_cents", "")] = format_cents(int(data[key]))

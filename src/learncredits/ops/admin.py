@@ -3,8 +3,9 @@ refunds of paid purchases, and read-only views of the ledger, invoices and credi
 purchases, alerts and webhook deliveries.
 
 Immutable records (ledger entries, lot draws, invoices and their lines and payments) have no
-add, change or delete permission here; the database refuses such writes anyway. Adjustments
-and price-book changes go through the same services as the API.
+add, change or delete permission here; the database refuses such writes anyway. Every write
+the console makes (organizations, catalog items, the price book, adjustments, refunds) goes
+through the same service function as the API's, with its rules and its audit row.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from learncredits import ids
-from learncredits.api.problems import STATUS_BY_ERROR
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import refunds
 from learncredits.billing.models import (
@@ -35,11 +35,18 @@ from learncredits.billing.models import (
 )
 from learncredits.billing.stripe_provider import StripeProviderError
 from learncredits.catalog.models import Content, PriceBook, PriceTier
-from learncredits.catalog.services import create_content, current_price_book, set_price_book
+from learncredits.catalog.services import (
+    clean_content,
+    create_content,
+    current_price_book,
+    set_price_book,
+    update_content,
+)
 from learncredits.credits import accounts, actions
 from learncredits.credits.models import Alert, Assignment, Balance, CreditLot, LedgerEntry, Purchase
 from learncredits.domain import pricing
 from learncredits.domain.errors import DomainError
+from learncredits.domain.errors import http_status as status_for
 from learncredits.ids import whole_number
 from learncredits.notify.models import WebhookDelivery, WebhookEndpoint
 from learncredits.tenancy import services as tenancy
@@ -108,13 +115,13 @@ class OrganizationAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
         try:
             if change:
-                tenancy.update_org(
-                    obj,
+                # The row as stored, not ``obj``: the form has already put the new values on
+                # ``obj``, and the audit row's "before" must be what was there.
+                accounts.update_org_settings(
+                    tenancy.get_org(obj.pk),
                     {f: getattr(obj, f) for f in form.changed_data},
                     actor=operator_actor(request),
                 )
-                if "alert_threshold" in form.changed_data:
-                    actions.reevaluate_at_risk(obj)
             else:
                 created = accounts.create_org(
                     name=obj.name,
@@ -180,6 +187,22 @@ class ContentForm(forms.ModelForm):
         model = Content
         fields = ("title", "premium", "credit_cost", "xapi_activity_id")
 
+    def clean(self) -> dict[str, Any]:
+        """The catalog service's own rule, so that a refusal shows on the form (the save
+        goes through the service too, which checks it again)."""
+        cleaned: dict[str, Any] = super().clean() or {}
+        if {"title", "premium", "credit_cost"} <= cleaned.keys():
+            try:
+                clean_content(
+                    title=cleaned["title"],
+                    premium=cleaned["premium"],
+                    credit_cost=cleaned["credit_cost"],
+                    xapi_activity_id=cleaned.get("xapi_activity_id"),
+                )
+            except DomainError as exc:
+                raise forms.ValidationError(exc.detail) from None
+        return cleaned
+
 
 @admin.register(Content)
 class ContentAdmin(admin.ModelAdmin):
@@ -188,19 +211,26 @@ class ContentAdmin(admin.ModelAdmin):
     search_fields = ("title",)
 
     def save_model(self, request: HttpRequest, obj: Content, form: Any, change: bool) -> None:
-        if change:
-            # A catalog change never reprices existing reservations (cost is fixed at assign).
-            super().save_model(request, obj, form, change)
-            return
+        """Creating and editing both go through the catalog service (its rule, its audit)."""
+        actor = operator_actor(request)
         try:
-            created = create_content(
-                title=obj.title,
-                premium=obj.premium,
-                credit_cost=obj.credit_cost,
-                xapi_activity_id=obj.xapi_activity_id,
-                actor=operator_actor(request),
-            )
-            obj.pk = created.pk
+            if change:
+                update_content(
+                    obj.pk,
+                    title=obj.title,
+                    premium=obj.premium,
+                    credit_cost=obj.credit_cost,
+                    xapi_activity_id=obj.xapi_activity_id,
+                    actor=actor,
+                )
+            else:
+                obj.pk = create_content(
+                    title=obj.title,
+                    premium=obj.premium,
+                    credit_cost=obj.credit_cost,
+                    xapi_activity_id=obj.xapi_activity_id,
+                    actor=actor,
+                ).pk
         except DomainError as exc:
             messages.error(request, exc.detail)
 
@@ -348,9 +378,7 @@ class PurchaseAdmin(ReadOnlyAdmin):
                 )
             except DomainError as exc:
                 form.add_error(None, exc.detail)
-                status = next(
-                    (code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400
-                )
+                status = status_for(exc)
             except StripeProviderError as exc:
                 # The credits and the credit note are committed, the money is not yet back:
                 # submitting the same form again (same key) finishes it, so does the worker.

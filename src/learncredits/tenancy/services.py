@@ -80,6 +80,7 @@ def _clean_name(name: str, field: str = "name") -> str:
 
 
 def _clean_threshold(value: int) -> int:
+    """The one bound on an alert threshold, for the API, the pages and the console alike."""
     if abs(value) > MAX_THRESHOLD:
         raise ValidationFailed(f"alert_threshold must be within ±{MAX_THRESHOLD}")
     return value
@@ -138,11 +139,11 @@ def clean_tax_profile(value: object) -> dict[str, object]:
     }
 
 
-def update_org(
-    org: Organization, changes: dict[str, object], *, actor: str = "system"
-) -> Organization:
-    """Change an org's settings, every value checked first (nothing is written when one is
-    refused), in one audited write. ``tax`` is the tax profile as a whole (or None)."""
+def clean_org_settings(changes: Mapping[str, object]) -> dict[str, object]:
+    """The organization's settings as they would be stored, every value checked first, so a
+    change with one refused value writes nothing. ``tax`` is the tax profile as a whole (or
+    None to remove it). The write itself is ``credits.accounts.update_org_settings``: a
+    threshold change must re-evaluate the balance's at-risk state in the same transaction."""
     cleaners = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
@@ -153,23 +154,11 @@ def update_org(
     for field, value in changes.items():
         if field == "tax":
             cleaned.update(clean_tax_profile(value))
-        else:
+        elif field in cleaners:
             cleaned[field] = cleaners[field](value)
-    before = {field: getattr(org, field) for field in cleaned}
-    for field, value in cleaned.items():
-        setattr(org, field, value)
-    if cleaned:
-        with transaction.atomic():
-            org.save(update_fields=list(cleaned))
-            audit.record(
-                actor,
-                "org.update",
-                org_id=org.pk,
-                target=f"org_{org.pk}",
-                before=before,
-                after=cleaned,
-            )
-    return org
+        else:
+            raise ValidationFailed(f"{field} is not an organization setting")
+    return cleaned
 
 
 def get_org(org_id: int) -> Organization:
@@ -179,12 +168,21 @@ def get_org(org_id: int) -> Organization:
         raise NotFound("organization not found") from None
 
 
-def create_employee(org: Organization, *, name: str, email: str) -> Employee:
+def create_employee(org: Organization, *, name: str, email: str, actor: str = "system") -> Employee:
+    """A new employee of the org, audited like every other change to who is in it."""
     try:
         with transaction.atomic():
-            return Employee.objects.create(
+            employee = Employee.objects.create(
                 org=org, name=_clean_name(name), email=_clean_email(email, "email")
             )
+            audit.record(
+                actor,
+                "employee.create",
+                org_id=org.pk,
+                target=f"emp_{employee.pk}",
+                email=employee.email,
+            )
+            return employee
     except IntegrityError:
         raise ValidationFailed("an employee with this email already exists") from None
 

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
+from learncredits.domain.balance import credits_to_leave_risk
 from learncredits.domain.money import format_cents
 
 
@@ -22,7 +23,7 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
         balance = balance_view(membership.org)
         context["balance"] = balance
         if balance.at_risk:
-            needed = membership.org.alert_threshold - balance.available + 1
+            needed = credits_to_leave_risk(balance.available, membership.org.alert_threshold)
             quote = pricing.quote(
                 current_price_book(), max(1, min(needed, pricing.MAX_PURCHASE_QUANTITY))
             )

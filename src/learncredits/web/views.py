@@ -35,11 +35,12 @@ from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import actions, ledger_export
+from learncredits.credits import accounts, actions, ledger_export, queries
 from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
+from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Membership, Organization
@@ -178,7 +179,7 @@ def buy(request: HttpRequest) -> HttpResponse:
                 request,
                 "web/buy.html",
                 context,
-                status=422 if not isinstance(exc, ValidationFailed) else 400,
+                status=status_for(exc),
             )
         if purchase.status == Purchase.Status.PENDING and purchase.action_url:
             return redirect(purchase.action_url)  # the card asks the admin to authenticate
@@ -255,34 +256,19 @@ def _selected_employees(request: HttpRequest, org: Organization) -> tuple[list[i
 
 
 def _preview(org: Organization, content: Content | None, employee_ids: list[int]) -> dict[str, Any]:
-    balance = balance_view(org)
     if content is None or not employee_ids:
-        return {"ready": False, "balance": balance}
-    holding = set(
-        Assignment.objects.filter(
-            org=org,
-            content=content,
-            employee_id__in=employee_ids,
-            status__in=[Assignment.Status.ASSIGNED, Assignment.Status.STARTED],
-        ).values_list("employee_id", flat=True)
-    )
-    new = [pk for pk in employee_ids if pk not in holding]
-    reserved = len(new) * content.credit_cost
-    available_after = balance.available - reserved
-    # If every open reservation (old and new) were started now, what the credits would not cover.
-    billed_at_retail = max(0, balance.assigned + reserved - balance.credits)
+        return {"ready": False, "balance": balance_view(org)}
+    preview = queries.assign_preview(org, content, employee_ids)
     return {
         "ready": True,
-        "balance": balance,
+        "balance": preview.balance,
         "content": content,
-        "new_count": len(new),
-        "skipped_count": len(holding),
-        "reserved": reserved,
-        "available_after": available_after,
-        "billed_at_retail": billed_at_retail,
-        "retail_cost": format_cents(
-            billed_at_retail * current_price_book().retail_unit_price_cents
-        ),
+        "new_count": preview.new_count,
+        "skipped_count": preview.skipped_count,
+        "reserved": preview.outlook.reserved,
+        "available_after": preview.outlook.available_after,
+        "billed_at_retail": preview.outlook.billed_at_retail,
+        "retail_cost": format_cents(preview.retail_cost_cents),
     }
 
 
@@ -446,7 +432,10 @@ def employee_list(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 employee = tenancy.create_employee(
-                    org, name=request.POST.get("name", ""), email=request.POST.get("email", "")
+                    org,
+                    name=request.POST.get("name", ""),
+                    email=request.POST.get("email", ""),
+                    actor=_actor(request),
                 )
                 messages.success(request, f"Added {employee.name}.")
             except DomainError as exc:
@@ -495,7 +484,7 @@ def _import_employees(request: HttpRequest, org: Organization) -> None:
         if len(row) < 2 or (number == 1 and row[1].strip().lower() == "email"):
             continue
         try:
-            tenancy.create_employee(org, name=row[0], email=row[1])
+            tenancy.create_employee(org, name=row[0], email=row[1], actor=_actor(request))
             added += 1
         except DomainError as exc:
             problems.append(f"line {number}: {exc.detail}")
@@ -579,7 +568,8 @@ def billing(request: HttpRequest) -> HttpResponse:
         if request.POST.get("form") == "tax":
             refused = _save_tax_profile(request, org)
             if refused is not None:  # the page again, with what was typed and why not
-                return _billing_page(request, org, tax_form=refused, status=422)
+                typed, status = refused
+                return _billing_page(request, org, tax_form=typed, status=status)
         else:
             _save_billing_settings(request, org)
         return redirect("web:billing")
@@ -684,17 +674,17 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
             threshold = _int(
                 request.POST.get("alert_threshold"),
                 "alert threshold",
-                low=-1_000_000,
-                high=1_000_000,
+                low=-tenancy.MAX_THRESHOLD,
+                high=tenancy.MAX_THRESHOLD,
             )
-            tenancy.update_org(
+            accounts.update_org_settings(
                 org,
                 {
                     "alert_threshold": threshold,
                     "billing_email": request.POST.get("billing_email", ""),
                 },
+                actor=_actor(request),
             )
-            actions.reevaluate_at_risk(org)
             messages.success(request, "Billing contact and alert threshold saved.")
         elif form == "auto_top_up":
             mode_target = request.POST.get("mode") == "target"
@@ -718,6 +708,7 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
                         request.POST.get("max_credits"), "credits per month", low=1, high=1_000_000
                     ),
                 ),
+                actor=_actor(request),
             )
             messages.success(request, "Auto top-up saved.")
     except DomainError as exc:
@@ -763,11 +754,12 @@ def _tax_id_help(country: str) -> str:
         return ""
 
 
-def _save_tax_profile(request: HttpRequest, org: Organization) -> dict[str, Any] | None:
-    """Save or remove the tax profile (tenancy.update_org checks every value and writes
-    them together, audited, or nothing). Returns the typed values when refused."""
+def _save_tax_profile(request: HttpRequest, org: Organization) -> tuple[dict[str, Any], int] | None:
+    """Save or remove the tax profile (accounts.update_org_settings checks every value and
+    writes them together, audited, or nothing). When refused: the typed values and the
+    refusal's status."""
     if request.POST.get("action") == "remove":
-        tenancy.update_org(org, {"tax": None}, actor=_actor(request))
+        accounts.update_org_settings(org, {"tax": None}, actor=_actor(request))
         messages.success(request, "Tax profile removed: no tax is charged from now on.")
         return None
     typed: dict[str, Any] = {
@@ -777,10 +769,10 @@ def _save_tax_profile(request: HttpRequest, org: Organization) -> dict[str, Any]
         "exempt": request.POST.get("exempt") == "on",
     }
     try:
-        tenancy.update_org(org, {"tax": dict(typed)}, actor=_actor(request))
+        accounts.update_org_settings(org, {"tax": dict(typed)}, actor=_actor(request))
     except ValidationFailed as exc:
         _fail(request, exc)
-        return typed
+        return typed, status_for(exc)
     messages.success(request, "Tax profile saved.")
     return None
 

@@ -16,6 +16,9 @@ from learncredits.billing.tasks import enqueue_collection
 from learncredits.domain.errors import ValidationFailed
 from learncredits.domain.money import format_cents
 
+# Who the audit trail names for a close run from the command line.
+CLI_ACTOR = "system:cli"
+
 
 class Command(BaseCommand):
     help = "Issue monthly overage invoices for a period (default: the last complete month)."
@@ -33,7 +36,9 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
         try:
-            summary = close_all(period, on_issue=enqueue_collection, progress=progress)
+            summary = close_all(
+                period, on_issue=enqueue_collection, progress=progress, actor=CLI_ACTOR
+            )
         except ValidationFailed as exc:  # a malformed month, or one that has not begun
             raise CommandError(exc.detail) from None
         if interactive:

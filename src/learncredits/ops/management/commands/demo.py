@@ -109,7 +109,10 @@ class Command(BaseCommand):
                 )
         employees = [
             tenancy.create_employee(
-                org, name=name, email=name.lower().replace(" ", ".") + "@acme.example"
+                org,
+                name=name,
+                email=name.lower().replace(" ", ".") + "@acme.example",
+                actor=ACTOR,
             )
             for name in PEOPLE
         ]
