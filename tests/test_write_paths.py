@@ -28,10 +28,9 @@ from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.billing.tasks import WORKER_ACTOR, billing_tick
 from learncredits.catalog.models import Content
-from learncredits.credits import accounts, actions, queries
+from learncredits.credits import accounts, actions, events, queries
 from learncredits.credits.models import Balance, Event
 from learncredits.domain.balance import Counters, assign_outlook, credits_to_leave_risk
-from learncredits.notify import events
 from learncredits.ops.management.commands.close_period import CLI_ACTOR
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Organization
@@ -120,7 +119,7 @@ def test_a_threshold_is_never_saved_without_its_at_risk_reevaluation(org, make_c
     re-evaluation fails, the threshold is not saved either."""
     reserving_one_of_two(org, make_content)
     with (
-        patch("learncredits.notify.alerts.at_risk_changed", side_effect=RuntimeError("boom")),
+        patch("learncredits.credits.alerts.at_risk_changed", side_effect=RuntimeError("boom")),
         pytest.raises(RuntimeError),
     ):
         accounts.update_org_settings(org_row(org), {"alert_threshold": 5}, actor="test")
