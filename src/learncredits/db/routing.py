@@ -36,7 +36,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -257,5 +257,25 @@ class ReadRoutingMiddleware:
             health.trip("a request reading from it failed")
             response = self.get_response(request)
             served_by_replica = False
+        if served_by_replica and response.streaming:
+            response.streaming_content = _streamed_from(  # type: ignore[attr-defined]
+                REPLICA_ALIAS,
+                response.streaming_content,  # type: ignore[attr-defined]
+            )
         response[READ_HEADER] = "replica" if served_by_replica else "primary"
         return response
+
+
+def _streamed_from(alias: str, chunks: Iterable[Any]) -> Iterator[Any]:
+    """A streamed answer (the ledger's CSV) reads as it is sent, after the view and this
+    middleware have returned: each chunk is produced reading where the view read."""
+    iterator = iter(chunks)
+    while True:
+        token = _read_alias.set(alias)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _read_alias.reset(token)
+        yield chunk
