@@ -174,6 +174,9 @@ LOGOUT_REDIRECT_URL = "/login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Chooses primary or replica for the request's reads (db/routing.py): before anything
+    # that may read, including the API key check.
+    "learncredits.db.routing.ReadRoutingMiddleware",
     "learncredits.audit.trail.AuditOriginMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "learncredits.api.bodies.RequestBodyMiddleware",
@@ -260,7 +263,46 @@ def _database() -> dict[str, object]:
     return db
 
 
+def _replica_database(primary: dict[str, object]) -> dict[str, object] | None:
+    """The streaming replica that serves reports and lists (db/routing.py), when
+    ``DATABASE_REPLICA_URL`` names one. A short connect timeout, so a replica that does not
+    answer is skipped quickly (the primary serves); never migrated, never a test database."""
+    url = env.str("DATABASE_REPLICA_URL", default="")
+    if not url:
+        return None
+    replica = env.db_url_config(url)
+    if primary["ENGINE"] != "learncredits.db.postgresql" or replica["ENGINE"] not in (
+        "django.db.backends.postgresql",
+        "learncredits.db.postgresql",
+    ):
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL names a PostgreSQL streaming replica of the PostgreSQL "
+            "primary in DATABASE_URL; both must be postgres:// URLs."
+        )
+    replica["ENGINE"] = "learncredits.db.postgresql"
+    replica.setdefault("CONN_MAX_AGE", primary.get("CONN_MAX_AGE", 60))
+    replica["CONN_HEALTH_CHECKS"] = True
+    options = dict(primary.get("OPTIONS", {}))  # type: ignore[call-overload]
+    options.update(replica.get("OPTIONS", {}))
+    options.setdefault("connect_timeout", 1)
+    replica["OPTIONS"] = options
+    replica["TEST"] = {"MIRROR": "default"}
+    return replica
+
+
 DATABASES = {"default": _database()}
+_REPLICA = _replica_database(DATABASES["default"])
+if _REPLICA is not None:
+    DATABASES["replica"] = _REPLICA
+    DATABASE_ROUTERS = ["learncredits.db.routing.ReplicaRouter"]
+# A replica lagging more than this many seconds is skipped (the primary serves).
+DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=30.0)
+# After a write, its caller (API key or session) reads the primary for this long.
+LEARNCREDITS_READ_YOUR_WRITES_SECONDS = env.float(
+    "LEARNCREDITS_READ_YOUR_WRITES_SECONDS", default=5.0
+)
+# After the replica fails to answer, it is left alone this long (the primary serves).
+LEARNCREDITS_REPLICA_RETRY_SECONDS = env.float("LEARNCREDITS_REPLICA_RETRY_SECONDS", default=5.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

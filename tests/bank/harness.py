@@ -35,11 +35,9 @@ import contextlib
 import http.client
 import json
 import os
-import pwd
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,9 +52,16 @@ from typing import Any
 
 import psycopg
 
-HOST = "127.0.0.1"
+from tests.pgcluster import (
+    HOST,
+    ClusterError,
+    ClusterUnavailable,
+    PrivatePostgres,
+    find_pg_bin,
+    free_port,
+)
+
 DB_NAME = "bank"
-PG_SUPERUSER = "postgres"
 # 4xx codes the random mix is expected to provoke (a definitive, harmless refusal).
 EXPECTED_CODES = {
     "invalid_state",
@@ -71,174 +76,14 @@ CONTENT = [("Compliance 101", 1), ("Safety", 2), ("Privacy", 3), ("Leadership", 
 FAULT_GRACE_SECONDS = 5.0
 
 
-class HarnessUnavailable(Exception):
-    """The harness cannot run here (no PostgreSQL server binaries, no user to run them)."""
-
-
-class HarnessError(Exception):
-    """Something the harness needs failed (a server that does not start, a timeout)."""
+# The private PostgreSQL cluster lives in tests/pgcluster.py (shared with the replica and
+# failover tests); the harness's names for its errors are kept.
+HarnessUnavailable = ClusterUnavailable
+HarnessError = ClusterError
 
 
 def log_line(message: str) -> None:
     print(f"[bank {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-# --- the private PostgreSQL cluster -----------------------------------------------------------
-
-
-def find_pg_bin() -> Path | None:
-    """The directory of initdb/pg_ctl/postgres: $LEARNCREDITS_PG_BIN, else the newest
-    /usr/lib/postgresql/*/bin, else wherever initdb is on PATH."""
-    wanted = ("initdb", "pg_ctl", "postgres")
-    candidates: list[Path] = []
-    if os.environ.get("LEARNCREDITS_PG_BIN"):
-        candidates.append(Path(os.environ["LEARNCREDITS_PG_BIN"]))
-
-    def version(path: Path) -> float:
-        try:
-            return float(path.parent.name)
-        except ValueError:
-            return 0.0
-
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
-    for candidate in candidates:
-        if all(os.access(candidate / name, os.X_OK) for name in wanted):
-            return candidate
-    return None
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster: its own data directory, loopback port and socket
-    directory, fsync on. Started by ``start``, restartable, removed by ``stop``.
-
-    initdb refuses to run as root, so as root the server binaries run as the ``postgres``
-    user (subprocess ``user=``), on a temporary directory handed over to that user."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
-        self.root: Path | None = None
-        self.port = 0
-        self.run_as: tuple[int, int] | None = None
-        if os.geteuid() == 0:
-            try:
-                entry = pwd.getpwnam(PG_SUPERUSER)
-            except KeyError:
-                raise HarnessUnavailable(
-                    "running as root and there is no 'postgres' user to run initdb as"
-                ) from None
-            self.run_as = (entry.pw_uid, entry.pw_gid)
-
-    @property
-    def data(self) -> Path:
-        assert self.root is not None
-        return self.root / "data"
-
-    @property
-    def url(self) -> str:
-        return f"postgres://{PG_SUPERUSER}@{HOST}:{self.port}/{DB_NAME}"
-
-    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, Any] = {}
-        if self.run_as:
-            kwargs.update(user=self.run_as[0], group=self.run_as[1], extra_groups=[])
-        result = subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
-            check=False,
-            **kwargs,
-        )
-        if result.returncode != 0:
-            raise HarnessError(
-                f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-2000:]}\n"
-                f"{self.log_tail()}"
-            )
-        return result
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.root is None or not (self.root / "postgres.log").exists():
-            return ""
-        text = (self.root / "postgres.log").read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def start(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="lc-bank-pg-"))
-        if self.run_as:
-            os.chown(self.root, *self.run_as)
-        os.chmod(self.root, 0o700)
-        # --no-sync only skips flushing initdb's own files; the server runs with fsync on.
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            PG_SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-instructions",
-            "--no-sync",
-        )
-        self.port = free_port()
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                "\n# learncredits bank test: private, loopback only, durable\n"
-                f"listen_addresses = '{HOST}'\n"
-                f"port = {self.port}\n"
-                f"unix_socket_directories = '{self.root}'\n"
-                "fsync = on\n"
-                "synchronous_commit = on\n"
-                "full_page_writes = on\n"
-                "max_connections = 200\n"
-                "logging_collector = off\n"
-            )
-        self._pg_ctl("start")
-        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-
-    def _pg_ctl(self, action: str, mode: str | None = None) -> None:
-        args = ["pg_ctl", "-D", str(self.data), "-w", "-t", "90", action]
-        if mode:
-            args += ["-m", mode]
-        if action in ("start", "restart"):
-            args += ["-l", str(self.data.parent / "postgres.log")]
-        self._run(*args, timeout=120)
-
-    def restart(self, mode: str = "immediate") -> float:
-        """Restart the server (``immediate``: no shutdown checkpoint, crash recovery on
-        start, like a crash); returns how long it was unavailable, in seconds."""
-        started = time.monotonic()
-        self._pg_ctl("restart", mode)
-        return time.monotonic() - started
-
-    def conninfo(self, dbname: str = DB_NAME) -> str:
-        return (
-            f"host={HOST} port={self.port} user={PG_SUPERUSER} dbname={dbname} connect_timeout=10"
-        )
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo(), autocommit=True)
-
-    def stop(self) -> None:
-        if self.root is None:
-            return
-        if (self.data / "postmaster.pid").exists():
-            with contextlib.suppress(Exception):
-                self._pg_ctl("stop", "immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root = None
 
 
 # --- the server under test -----------------------------------------------------------------
@@ -287,9 +132,17 @@ class Server:
     """``learncredits serve`` in its own process group: the gunicorn master is the process
     itself (serve runs gunicorn in-process), its children are the web workers."""
 
-    def __init__(self, database_url: str, token: str, workers: int, threads: int) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        token: str,
+        workers: int,
+        threads: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.token = token
+        self.extra_env = extra_env or {}
         self.workers = workers
         self.threads = threads
         self.port = 0
@@ -314,7 +167,7 @@ class Server:
                 "--no-worker",
             ),
             cwd=self.workdir,
-            env=server_env(self.database_url, self.token),
+            env={**server_env(self.database_url, self.token), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -709,7 +562,7 @@ class BankRun:
                 "no PostgreSQL server binaries (initdb, pg_ctl, postgres) in "
                 "/usr/lib/postgresql/*/bin or on PATH; set LEARNCREDITS_PG_BIN"
             )
-        self.pg = PrivatePostgres(bin_dir)
+        self.pg = PrivatePostgres(bin_dir, dbname=DB_NAME, name="bank-pg")
         self.server: Server | None = None
         self.workdir: Path | None = None
 

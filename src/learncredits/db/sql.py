@@ -18,7 +18,7 @@ from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model
 from django.db.models.base import ModelState
 from django.utils.dateparse import parse_datetime
@@ -161,15 +161,19 @@ def aware(value: Any) -> datetime | None:
     return value
 
 
-def run_one(statement: str, params: Sequence[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+def run_one(
+    statement: str, params: Sequence[Any], using: str = DEFAULT_DB_ALIAS
+) -> tuple[int, list[tuple[Any, ...]]]:
     """One prebuilt statement; returns its row count and rows (empty for a write).
+    ``using`` names another database (the replica, for a read routed there).
 
     On PostgreSQL it runs on a server-binding cursor, so psycopg prepares it once it has
     run a few times on the connection (see ``Batch``); elsewhere on Django's cursor."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+    db = connections[using]
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
             raw = psycopg.Cursor(cursor.cursor.connection)
-            with connection.wrap_database_errors:
+            with db.wrap_database_errors:
                 raw.execute(statement, params)
             rows = raw.fetchall() if raw.description is not None else []
             return raw.rowcount, rows

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
@@ -19,17 +21,18 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from learncredits.audit import trail as audit
-from learncredits.db import sql
+from learncredits.db import routing, sql
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
 
+logger = logging.getLogger(__name__)
 KEY_PREFIX = "lc"
 MAX_THRESHOLD = 1_000_000_000
 
@@ -246,6 +249,30 @@ def _key_lookup_sql(vendor: str) -> str:
 
 _ORG_FIELDS = tuple(Organization._meta.concrete_fields)
 _KEY_TOUCH_EVERY = timedelta(minutes=1)
+# After a failed touch from a replica-served request, touches from such requests wait this
+# long (seconds), so a primary that is down is not tried (and its timeout paid) each time.
+_TOUCH_RETRY_SECONDS = 10.0
+_touch_skipped_until = 0.0
+
+
+def _touch_key(key_id: int, now: datetime) -> None:
+    """Record the key's use on the primary. For a request served by the replica this is
+    bookkeeping that must not cost the answer: with the primary down the report still
+    answers, and the touch is tried again later. Elsewhere a failure fails the request, as
+    the request's own writes would."""
+    global _touch_skipped_until
+    touch = f"UPDATE {sql.quote(ApiKey._meta.db_table)} SET last_used_at = %s WHERE id = %s"
+    params = [sql.adapt(ApiKey, ("last_used_at",), (now,))[0], key_id]
+    if not routing.reading_from_replica():
+        sql.run_one(touch, params)
+        return
+    if time.monotonic() < _touch_skipped_until:
+        return
+    try:
+        sql.run_one(touch, params)
+    except DatabaseError as exc:
+        _touch_skipped_until = time.monotonic() + _TOUCH_RETRY_SECONDS
+        logger.warning("API key use not recorded (primary unavailable): %s", exc)
 
 
 def authenticate_token(token: str) -> Principal | None:
@@ -257,7 +284,9 @@ def authenticate_token(token: str) -> Principal | None:
     prefix, _, secret = rest.partition("_")
     if head != KEY_PREFIX or not prefix or not secret:
         return None
-    _, rows = sql.run_one(_key_lookup_sql(connection.vendor), [prefix])
+    # A report routed to the replica checks its key there too, so it answers while the
+    # primary is down (db/routing.py); every other request checks it on the primary.
+    _, rows = sql.run_one(_key_lookup_sql(connection.vendor), [prefix], using=routing.read_alias())
     row = rows[0] if rows else None
     if row is None or not hmac.compare_digest(row[1], _hash_secret(secret)):
         return None
@@ -271,8 +300,7 @@ def authenticate_token(token: str) -> Principal | None:
     )
     now = timezone.now()
     if last_used_at is None or now - last_used_at > _KEY_TOUCH_EVERY:
-        touch = f"UPDATE {sql.quote(ApiKey._meta.db_table)} SET last_used_at = %s WHERE id = %s"
-        sql.run_one(touch, [sql.adapt(ApiKey, ("last_used_at",), (now,))[0], key_id])
+        _touch_key(key_id, now)
     return Principal(org_id=org.pk, label=f"api_key:key_{key_id}", org=org)
 
 
