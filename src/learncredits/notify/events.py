@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
-from learncredits.credits import sql
+from learncredits.db import store
 from learncredits.notify.models import Event
 
 # Event types sent to webhooks (docs/api.md). Others are internal: they only cause email.
@@ -31,22 +30,19 @@ INTERNAL_EVENT_TYPES = (
 )
 
 
-_EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
-
-
-def _row(org_id: int, event_type: str, data: dict[str, Any]) -> tuple[datetime, list[Any]]:
+def _checked(event_type: str) -> datetime:
     assert event_type in WEBHOOK_EVENT_TYPES or event_type in INTERNAL_EVENT_TYPES, event_type
-    now = timezone.now()
-    return now, sql.adapt(Event, _EVENT_COLUMNS, (org_id, event_type, data, now, None))
+    return timezone.now()
 
 
 def emit(org_id: int, event_type: str, data: dict[str, Any]) -> Event:
     """Record that ``event_type`` happened; call inside the transaction that made it happen."""
-    # One prebuilt INSERT instead of Model.save(): every start writes an event while it holds
-    # the org's balance lock, and the ORM's save path was a good part of that time.
-    now, row = _row(org_id, event_type, data)
-    (pk,) = sql.insert(Event, _EVENT_COLUMNS, [row])
-    return sql.loaded(
+    # One prebuilt INSERT (the store's) instead of Model.save(): every start writes an event
+    # while it holds the org's balance lock, and the ORM's save path was a good part of that
+    # time.
+    now = _checked(event_type)
+    pk = store.insert_event(org_id, event_type, data, now)
+    return store.loaded(
         Event,
         {
             "id": pk,
@@ -59,10 +55,9 @@ def emit(org_id: int, event_type: str, data: dict[str, Any]) -> Event:
     )
 
 
-def emit_in(batch: sql.Batch, org_id: int, event_type: str, data: dict[str, Any]) -> None:
+def emit_in(batch: store.Batch, org_id: int, event_type: str, data: dict[str, Any]) -> None:
     """``emit`` as one statement of a batch of writes (the row's id is not needed)."""
-    _, row = _row(org_id, event_type, data)
-    batch.add(sql.insert_sql(connection.vendor, Event, _EVENT_COLUMNS, 1, False), row)
+    store.insert_event_in(batch, org_id, event_type, data, _checked(event_type))
 
 
 def emit_many(org_id: int, event_type: str, items: list[dict[str, Any]]) -> None:
