@@ -239,10 +239,6 @@ class Batch:
         self._fetch: set[int] = set()
         self._fetched: dict[int, list[tuple[Any, ...]]] = {}
 
-    def __len__(self) -> int:
-        """How many statements wait to be sent."""
-        return len(self._statements)
-
     def _add(
         self,
         statement: str,
