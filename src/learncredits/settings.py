@@ -254,7 +254,7 @@ def _database() -> dict[str, object]:
         db.setdefault("CONN_MAX_AGE", 60)
         db["CONN_HEALTH_CHECKS"] = True
         # Server-side prepared statements for the statements the hot paths send on their
-        # own server-binding cursors (db/sql.py): planning them again on every request
+        # own server-binding cursors (db/store.py): planning them again on every request
         # was a third of the database's time for a start. Django's ORM queries keep
         # client-side binding and are never prepared. Set DB_PREPARE_THRESHOLD to 0 behind
         # a transaction-pooling PgBouncer older than 1.21 (which cannot keep them).

@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -41,14 +40,13 @@ from learncredits.billing.models import (
     InvoiceTaxLine,
     PeriodClose,
 )
-from learncredits.catalog.models import Content
 from learncredits.credits.events import emit, emit_all
 from learncredits.credits.locking import lock_balance
-from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
-from learncredits.db import sql
+from learncredits.credits.models import Alert, LedgerEntry, Purchase
+from learncredits.db import store
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
-from learncredits.tenancy.models import Employee, Organization
+from learncredits.tenancy.models import Organization
 
 T = TypeVar("T")
 
@@ -62,26 +60,7 @@ def _reserve_numbers(
     numbers ``last - count + 1 .. last`` are the caller's. Call inside the issuing
     transaction. ``sequence`` is the series: invoices and receipts, or credit notes."""
     year = issued_at.astimezone(UTC).year
-    # One upsert instead of insert-if-missing, lock, read and update (three round trips).
-    # The conflicting row stays locked by the UPDATE until the issuing transaction ends, as
-    # with SELECT ... FOR UPDATE, so the numbers are gapless. PostgreSQL and SQLite (3.35+)
-    # accept the same statement.
-    quote = connection.ops.quote_name
-    table, year_col, last_col = (
-        quote(sequence._meta.db_table),
-        quote("year"),
-        quote("last_number"),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({year_col}, {last_col}) VALUES (%s, %s) "
-            f"ON CONFLICT ({year_col}) DO UPDATE SET "
-            f"{last_col} = {table}.{last_col} + excluded.{last_col} "
-            f"RETURNING {last_col}",
-            [year, count],
-        )
-        (last,) = cursor.fetchone()
-    return year, int(last)
+    return year, store.advance_number_sequence(sequence, year, count)
 
 
 def next_invoice_number(issued_at: datetime) -> str:
@@ -325,36 +304,6 @@ def issue_credit_note(
 # from 25 up (10 is about 25% slower). 25 keeps the wait well under a tenth of a second.
 ORGS_PER_TRANSACTION = 25
 
-_LINE_COLUMNS = (
-    "org_id",
-    "invoice_id",
-    "position",
-    "description",
-    "quantity",
-    "unit_price_cents",
-    "amount_cents",
-    "assignment_id",
-    "ledger_entry_id",
-)
-_INVOICE_COLUMNS = (  # the two datetimes last (adapted once a batch)
-    "org_id",
-    "number",
-    "kind",
-    "period",
-    "currency",
-    "total_cents",
-    "tax_cents",
-    "tax_treatment",
-    "buyer_name",
-    "buyer_email",
-    "seller",
-    "buyer",
-    "purchase_id",
-    "credits_invoice_id",
-    "issued_at",
-    "due_at",
-)
-
 
 @dataclass(frozen=True)
 class _Overage:
@@ -371,62 +320,27 @@ class _Overage:
     employee: str | None
 
 
-def _q(name: str) -> str:
-    return sql.quote(name)
-
-
-@cache
-def _overages_sql(vendor: str, org_filter: str) -> str:
-    """Every uninvoiced overage entry of some orgs in a time window, with its assignment's
-    content title and employee name: one prebuilt statement for a whole batch of orgs."""
-    entry, assignment = LedgerEntry._meta, Assignment._meta
-    content, employee = Content._meta, Employee._meta
-    line = InvoiceLine._meta
-    return (
-        f"SELECT e.{_q('id')}, e.{_q('org_id')}, e.{_q('created_at')}, e.{_q('overage_credits')}, "
-        f"e.{_q('retail_unit_price_cents')}, e.{_q('assignment_id')}, a.{_q('credit_cost')}, "
-        f"c.{_q('title')}, m.{_q('name')} "
-        f"FROM {_q(entry.db_table)} e "
-        f"LEFT JOIN {_q(assignment.db_table)} a ON a.{_q('id')} = e.{_q('assignment_id')} "
-        f"LEFT JOIN {_q(content.db_table)} c ON c.{_q('id')} = a.{_q('content_id')} "
-        f"LEFT JOIN {_q(employee.db_table)} m ON m.{_q('id')} = a.{_q('employee_id')} "
-        f"WHERE {org_filter} AND e.{_q('overage_credits')} > 0 "
-        f"AND e.{_q('created_at')} >= %s AND e.{_q('created_at')} < %s "
-        f"AND NOT EXISTS (SELECT 1 FROM {_q(line.db_table)} l "
-        f"WHERE l.{_q('ledger_entry_id')} = e.{_q('id')}) "
-        f"ORDER BY e.{_q('id')}"
-    )
-
-
 def _uninvoiced_overages(closes: list[_OrgClose]) -> dict[int, list[_Overage]]:
     """Each org's uninvoiced overage entries of its own period, in id order (one query)."""
-    created = LedgerEntry._meta.get_field("created_at")
-    org_filter, params = sql.in_ids(f"e.{_q('org_id')}", [c.org.pk for c in closes])
     window = (min(c.start for c in closes), max(c.end for c in closes))
-    params += [created.get_db_prep_value(moment, connection) for moment in window]
     bounds = {c.org.pk: (c.start, c.end) for c in closes}
     found: dict[int, list[_Overage]] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(_overages_sql(connection.vendor, org_filter), params)
-        for row in cursor.fetchall():
-            entry_id, org_id, created_at, credits, price, assignment_id, cost, title, name = row
-            created_at = sql.aware(created_at)
-            assert created_at is not None
-            start, end = bounds[org_id]
-            if start <= created_at < end:  # the query's window is the union of the orgs'
-                found.setdefault(org_id, []).append(
-                    _Overage(
-                        entry_id,
-                        org_id,
-                        created_at,
-                        int(credits),
-                        int(price or 0),
-                        assignment_id,
-                        cost,
-                        title,
-                        name,
-                    )
+    for row in store.uninvoiced_overages([c.org.pk for c in closes], *window):
+        start, end = bounds[row.org_id]
+        if start <= row.created_at < end:  # the query's window is the union of the orgs'
+            found.setdefault(row.org_id, []).append(
+                _Overage(
+                    row.entry_id,
+                    row.org_id,
+                    row.created_at,
+                    row.overage_credits,
+                    row.retail_unit_price_cents or 0,
+                    row.assignment_id,
+                    row.credit_cost,
+                    row.content_title,
+                    row.employee_name,
                 )
+            )
     return found
 
 
@@ -520,16 +434,9 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
             }
             for n, c in enumerate(billed, start=1)
         ]
-        # The datetimes are the same for the whole batch: adapted once.
-        stamps = sql.adapt(Invoice, _INVOICE_COLUMNS[-2:], (now, due))
-        plain = _INVOICE_COLUMNS[:-2]
-        pks = sql.insert(
-            Invoice,
-            _INVOICE_COLUMNS,
-            [sql.adapt(Invoice, plain, [v[k] for k in plain]) + stamps for v in values],
-        )
+        pks = store.insert_invoices(values, issued_at=now, due_at=due)
         for close, pk, value in zip(billed, pks, values, strict=True):
-            invoice = sql.loaded(Invoice, {"id": pk, **value})
+            invoice = store.loaded(Invoice, {"id": pk, **value})
             Invoice.org.field.set_cached_value(invoice, close.org)
             invoices[close.org.pk] = invoice
         _insert_lines(billed, overages, invoices)
@@ -565,45 +472,25 @@ def _insert_lines(
 ) -> None:
     """One line per overage entry, in entry id order, in as few INSERTs as the database's
     parameter limit allows (a whole batch of orgs in one on PostgreSQL)."""
-    rows: list[tuple[object, ...]] = []
+    lines: list[store.NewInvoiceLine] = []
     for close in billed:
         tz = ZoneInfo(close.org.timezone)
         invoice_id = invoices[close.org.pk].pk
         for position, overage in enumerate(overages[close.org.pk], start=1):
-            rows.append(
-                (
-                    close.org.pk,
-                    invoice_id,
-                    position,
-                    _overage_line_text(overage, tz)[:500],
-                    overage.credits,
-                    overage.unit_price_cents,
-                    overage.credits * overage.unit_price_cents,
-                    overage.assignment_id,
-                    overage.entry_id,
+            lines.append(
+                store.NewInvoiceLine(
+                    org_id=close.org.pk,
+                    invoice_id=invoice_id,
+                    position=position,
+                    description=_overage_line_text(overage, tz)[:500],
+                    quantity=overage.credits,
+                    unit_price_cents=overage.unit_price_cents,
+                    amount_cents=overage.credits * overage.unit_price_cents,
+                    assignment_id=overage.assignment_id,
+                    ledger_entry_id=overage.entry_id,
                 )
             )
-    if connection.vendor == "postgresql":
-        # One array a column: a VALUES list of thousands of placeholders is parsed in Python
-        # by psycopg's client-side binding on every call (its cache skips long statements),
-        # which cost more than the INSERT itself. Django's bulk_create does the same.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _unnest_lines_sql(connection.vendor), [list(c) for c in zip(*rows, strict=True)]
-            )
-        return
-    for chunk in _chunks(rows, sql.batch_rows(len(_LINE_COLUMNS))):
-        sql.insert_no_return(InvoiceLine, _LINE_COLUMNS, chunk)
-
-
-@cache
-def _unnest_lines_sql(vendor: str) -> str:
-    fields = [InvoiceLine._meta.get_field(name) for name in _LINE_COLUMNS]
-    columns = ", ".join(_q(str(f.column)) for f in fields)  # type: ignore[union-attr]
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    return (
-        f"INSERT INTO {_q(InvoiceLine._meta.db_table)} ({columns}) SELECT * FROM unnest({arrays})"
-    )
+    store.insert_invoice_lines(lines)
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

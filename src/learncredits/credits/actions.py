@@ -10,12 +10,11 @@ balances after it, and the balance row is written last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from learncredits import ids
@@ -24,16 +23,15 @@ from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import alerts
 from learncredits.credits.events import emit, emit_in, emit_many
-from learncredits.credits.locking import LockedBalance, lock_balance, lock_statement, locked_from
+from learncredits.credits.locking import LockedBalance, lock_balance, locked_from
 from learncredits.credits.models import (
     Assignment,
     Balance,
     CreditLot,
     LedgerEntry,
-    LotDraw,
     Purchase,
 )
-from learncredits.db import sql
+from learncredits.db import store
 from learncredits.domain.balance import Counters, is_at_risk, split_start
 from learncredits.domain.errors import (
     EmployeeInactive,
@@ -90,7 +88,7 @@ def _entry(
 
 
 def _write_balance(
-    locked: LockedBalance, org: Organization, batch: sql.Batch | None = None
+    locked: LockedBalance, org: Organization, batch: store.Batch | None = None
 ) -> None:
     """Write the balance row (last, to hold its lock no longer than needed) and, when the
     change crosses the at-risk line, open or resolve the alert in the same transaction (as
@@ -98,13 +96,12 @@ def _write_balance(
 
     ``batch`` holds writes not sent yet (a start's): the balance update joins them, so all
     go in one round trip on PostgreSQL."""
-    batch = batch or sql.Batch()
+    batch = batch or store.Batch()
     if locked.entries:
         counters = Counters(locked.credits, locked.assigned)
         at_risk = is_at_risk(counters, org.alert_threshold)
-        batch.add(
-            _stmts(connection.vendor)["balance_update"],
-            [locked.credits, locked.assigned, at_risk, locked.org_id],
+        store.update_balance_in(
+            batch, locked.org_id, credits=locked.credits, assigned=locked.assigned, at_risk=at_risk
         )
     batch.run()
     if not locked.entries:
@@ -130,100 +127,11 @@ def reevaluate_at_risk(org: Organization) -> None:
         alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
 
 
-# Columns written by the hot paths, in the order of their prebuilt statements.
-_LEDGER_COLUMNS = (
-    "org_id",
-    "type",
-    "credits_delta",
-    "assigned_delta",
-    "overage_credits",
-    "retail_unit_price_cents",
-    "credits_after",
-    "assigned_after",
-    "assignment_id",
-    "purchase_id",
-    "lot_id",
-    "actor",
-    "reason",
-    "created_at",
-)
-_DRAW_COLUMNS = ("org_id", "entry_id", "lot_id", "quantity")
-_ASSIGNMENT_READ = (
-    "id",
-    "employee_id",
-    "content_id",
-    "status",
-    "credit_cost",
-    "charged_credits",
-    "overage_credits",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cancelled_at",
-)
-# A start reads this many open lots with its assignment; a larger draw reads them all.
-_LOTS_WITH_START = 16
-
-
-@cache
-def _stmts(vendor: str) -> dict[str, str]:
-    """The hot paths' statements, built once per database vendor from the models' names."""
-    q = sql.quote
-    balance = q(Balance._meta.db_table)
-    lots = q(CreditLot._meta.db_table)
-    assignments = q(Assignment._meta.db_table)
-    columns = ", ".join(f"a.{q(c)}" for c in _ASSIGNMENT_READ)
-    return {
-        "balance_update": (
-            f"UPDATE {balance} SET credits = %s, assigned = %s, at_risk = %s WHERE org_id = %s"
-        ),
-        "lots_open": (
-            f"SELECT id, remaining FROM {lots} WHERE org_id = %s AND remaining > 0 ORDER BY id"
-        ),
-        "lot_draw": f"UPDATE {lots} SET remaining = remaining - %s WHERE id = %s",
-        # The assignment and the org's oldest open lots in one round trip (run after the
-        # balance lock, so both are current: every change to either takes that lock first).
-        "start_read": (
-            f"SELECT {columns}, l.id, l.remaining FROM {assignments} a "
-            f"LEFT JOIN (SELECT id, remaining FROM {lots} WHERE org_id = %s AND remaining > 0 "
-            f"ORDER BY id LIMIT {_LOTS_WITH_START}) l ON 1 = 1 "
-            f"WHERE a.org_id = %s AND a.id = %s ORDER BY l.id"
-        ),
-        # Bulk assignment on PostgreSQL: the varying values as arrays, rows in their order.
-        "bulk_assign_pg": (
-            f"INSERT INTO {assignments} (org_id, content_id, employee_id, status, credit_cost, "
-            f"charged_credits, overage_credits, created_at) "
-            f"SELECT %s, %s, t.e, %s, %s, 0, 0, %s "
-            f"FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(e, n) ORDER BY t.n "
-            f"RETURNING id, employee_id"
-        ),
-        "bulk_reserve_pg": (
-            f"INSERT INTO {q(LedgerEntry._meta.db_table)} (org_id, type, credits_delta, "
-            f"assigned_delta, overage_credits, credits_after, assigned_after, assignment_id, "
-            f"actor, reason, created_at) "
-            f"SELECT %s, %s, 0, %s, 0, %s, t.after, t.a, %s, '', %s "
-            f"FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS t(a, after, n) "
-            f"ORDER BY t.n"
-        ),
-        # A lot draw of the ledger entry just inserted in the same batch (the sequence's
-        # current value is this session's own).
-        "draw_insert_pg": (
-            f"INSERT INTO {q(LotDraw._meta.db_table)} (org_id, entry_id, lot_id, quantity) "
-            f"VALUES (%s, currval(pg_get_serial_sequence("
-            f"'{LedgerEntry._meta.db_table}', 'id')), %s, %s)"
-        ),
-        "assignment_start": (
-            f"UPDATE {assignments} SET status = %s, started_at = %s, charged_credits = %s, "
-            f"overage_credits = %s WHERE id = %s AND org_id = %s AND status = %s"
-        ),
-    }
-
-
 def _draw_lots(
     org_id: int,
     quantity: int,
-    first: list[tuple[int, int]] | None = None,
-    batch: sql.Batch | None = None,
+    first: list[store.LotRow] | None = None,
+    batch: store.Batch | None = None,
 ) -> list[tuple[int, int]]:
     """Take ``quantity`` credits from the org's lots, oldest first; returns (lot, quantity).
 
@@ -232,28 +140,17 @@ def _draw_lots(
     ``batch``, the lot updates join it instead of running now."""
     if quantity <= 0:
         return []
-    statements = _stmts(connection.vendor)
-    with connection.cursor() as cursor:
-        if first is None:
-            cursor.execute(statements["lots_open"] + f" LIMIT {_LOTS_WITH_START}", [org_id])
-            first = [(int(i), int(r)) for i, r in cursor.fetchall()]
-        if sum(remaining for _, remaining in first) < quantity:
-            cursor.execute(statements["lots_open"], [org_id])
-            first = [(int(i), int(r)) for i, r in cursor.fetchall()]
-        draws = draw_fifo(first, quantity)
-        for draw in draws:
-            if batch is not None:
-                batch.add(statements["lot_draw"], [draw.quantity, draw.lot_id])
-            else:
-                cursor.execute(statements["lot_draw"], [draw.quantity, draw.lot_id])
+    if first is None:
+        first = store.open_lots(org_id, limit=store.LOTS_READ_WITH_START)
+    if sum(lot.remaining for lot in first) < quantity:
+        first = store.open_lots(org_id)
+    draws = draw_fifo(first, quantity)
+    for draw in draws:
+        if batch is not None:
+            store.draw_from_lot_in(batch, draw.lot_id, draw.quantity)
+        else:
+            store.draw_from_lot(draw.lot_id, draw.quantity)
     return [(d.lot_id, d.quantity) for d in draws]
-
-
-def _record_draws(org_id: int, entry_id: int, draws: Iterable[tuple[int, int]]) -> None:
-    """The cost basis of one ledger entry: one LotDraw row per lot drawn, in one INSERT."""
-    sql.insert_no_return(
-        LotDraw, _DRAW_COLUMNS, [(org_id, entry_id, lot_id, qty) for lot_id, qty in draws]
-    )
 
 
 def _get_assignment(org_id: int, assignment_id: int) -> Assignment:
@@ -273,52 +170,20 @@ def _get_employee(org_id: int, employee_id: int) -> Employee:
 # --- assign -------------------------------------------------------------------------------
 
 
-_ASSIGNMENT_INSERT = (
-    "org_id",
-    "content_id",
-    "employee_id",
-    "status",
-    "credit_cost",
-    "charged_credits",
-    "overage_credits",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "cancelled_at",
-)
-
-
 def _insert_assignments(
     org_id: int, content: Content, employee_ids: Sequence[int], now: datetime
 ) -> list[int]:
-    """Insert one ``assigned`` row per employee with prebuilt statements; returns their ids
-    in the order given (the rows as model instances are ``_assignments_of``, built after
-    the transaction: for 10,000 rows that is a tenth of a second the writers need not wait).
-
-    Why not bulk_create: for 10,000 rows its per-instance work (field lookups, pre_save,
-    value preparation for every field of every row) was most of the bulk request's time.
-    Here the values shared by all rows are prepared once."""
-    status = Assignment.Status.ASSIGNED.value
-    cost = content.credit_cost
-    created_db = sql.adapt(Assignment, ("created_at",), (now,))[0]
-    if connection.vendor == "postgresql":
-        # One statement with the ids as one array parameter: a multi-row VALUES with
-        # 10,000 x 11 parameters is slow to bind on PostgreSQL's client-side binding.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _stmts(connection.vendor)["bulk_assign_pg"],
-                [org_id, content.pk, status, cost, created_db, list(employee_ids)],
-            )
-            pk_of = {int(e): int(pk) for pk, e in cursor.fetchall()}
-        return [pk_of[e] for e in employee_ids]
-    return sql.insert_many_sqlite(
-        Assignment,
-        _ASSIGNMENT_INSERT,
-        [
-            (org_id, content.pk, e, status, cost, 0, 0, created_db, None, None, None)
-            for e in employee_ids
-        ],
-        returning=True,
+    """Insert one ``assigned`` row per employee (the store's prebuilt statements); returns
+    their ids in the order given (the rows as model instances are ``_assignments_of``,
+    built after the transaction: for 10,000 rows that is a tenth of a second the writers
+    need not wait)."""
+    return store.insert_assignments(
+        org_id,
+        content.pk,
+        employee_ids,
+        status=Assignment.Status.ASSIGNED.value,
+        credit_cost=content.credit_cost,
+        created_at=now,
     )
 
 
@@ -328,7 +193,7 @@ def _assignments_of(
     """The rows ``_insert_assignments`` wrote, as model instances."""
     status = Assignment.Status.ASSIGNED.value
     return [
-        sql.loaded(
+        store.loaded(
             Assignment,
             {
                 "id": pk,
@@ -354,48 +219,19 @@ def _insert_reserves(
 ) -> None:
     """One ``reserve`` ledger entry per new assignment, in assignment order, each carrying
     the balance after it; the locked counters advance as if each were appended one by one."""
-    entry_type = LedgerEntry.Type.RESERVE.value
-    created_db = sql.adapt(LedgerEntry, ("created_at",), (now,))[0]
-    credits = locked.credits
     first_after = locked.assigned + cost
     afters = list(range(first_after, first_after + cost * len(created), cost)) if cost else []
-    if connection.vendor == "postgresql":
-        # Ordered by position, so the ids run in the same order as assigned_after.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _stmts(connection.vendor)["bulk_reserve_pg"],
-                [
-                    locked.org_id,
-                    entry_type,
-                    cost,
-                    credits,
-                    actor,
-                    created_db,
-                    list(created),
-                    afters,
-                ],
-            )
-    else:
-        rows = [
-            (
-                locked.org_id,
-                entry_type,
-                0,
-                cost,
-                0,
-                None,
-                credits,
-                after,
-                pk,
-                None,
-                None,
-                actor,
-                "",
-                created_db,
-            )
-            for pk, after in zip(created, afters, strict=True)
-        ]
-        sql.insert_many_sqlite(LedgerEntry, _LEDGER_COLUMNS, rows, returning=False)
+    # Ordered by position, so the ids run in the same order as assigned_after.
+    store.insert_reserve_entries(
+        locked.org_id,
+        entry_type=LedgerEntry.Type.RESERVE.value,
+        assigned_delta=cost,
+        credits_after=locked.credits,
+        assignment_ids=created,
+        assigned_afters=afters,
+        actor=actor,
+        created_at=now,
+    )
     locked.assigned += cost * len(created)
     locked.entries += len(created)
 
@@ -425,15 +261,7 @@ def assign_bulk(
 
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        employees = sql.quote(Employee._meta.db_table)
-        assignments = sql.quote(Assignment._meta.db_table)
-        with connection.cursor() as cursor:
-            where, params = sql.in_ids("id", unique_ids)
-            cursor.execute(
-                f"SELECT id, active FROM {employees} WHERE org_id = %s AND {where}",
-                [org.pk, *params],
-            )
-            found = {int(pk): bool(active) for pk, active in cursor.fetchall()}
+        found = {row.id: row.active for row in store.employees_active(org.pk, unique_ids)}
         missing = [pk for pk in unique_ids if pk not in found]
         if missing:
             raise NotFound(
@@ -446,20 +274,12 @@ def assign_bulk(
                 f"{len(inactive)} employee(s) inactive",
                 inactive_employee_ids=[ids.encode("employee", pk) for pk in inactive],
             )
-        with connection.cursor() as cursor:
-            where, params = sql.in_ids("employee_id", unique_ids)
-            cursor.execute(
-                f"SELECT employee_id FROM {assignments} WHERE org_id = %s AND content_id = %s "
-                f"AND status IN (%s, %s) AND {where}",
-                [
-                    org.pk,
-                    content.pk,
-                    Assignment.Status.ASSIGNED.value,
-                    Assignment.Status.STARTED.value,
-                    *params,
-                ],
-            )
-            holding = {int(row[0]) for row in cursor.fetchall()}
+        holding = store.employees_holding(
+            org.pk,
+            content.pk,
+            unique_ids,
+            statuses=(Assignment.Status.ASSIGNED.value, Assignment.Status.STARTED.value),
+        )
         to_assign = [pk for pk in unique_ids if pk not in holding]
         now = timezone.now()
         created = _insert_assignments(org.pk, content, to_assign, now)
@@ -511,13 +331,13 @@ def _consume(
     *,
     actor: str,
     now: datetime,
-    lots: list[tuple[int, int]] | None = None,
-    batch: sql.Batch | None = None,
+    lots: list[store.LotRow] | None = None,
+    batch: store.Batch | None = None,
 ) -> None:
     """Charge a started assignment: from the balance first, the rest as overage at retail.
 
     ``lots`` is the org's oldest open lots when the caller read them under the lock already.
-    Every statement is prebuilt (see db/sql.py): this runs while the balance is locked.
+    Every statement is prebuilt (see db/store.py): this runs while the balance is locked.
     With a ``batch``, the writes may be left in it for the caller to send (with the balance
     update); they are sent here when an overage alert must follow them."""
     cost = assignment.credit_cost
@@ -526,24 +346,18 @@ def _consume(
     assignment.started_at = now
     assignment.charged_credits = split.from_balance
     assignment.overage_credits = split.overage
-    statements = _stmts(connection.vendor)
-    # The writes below go to PostgreSQL in one round trip (see sql.Batch); the reads they
+    # The writes below go to PostgreSQL in one round trip (see store.Batch); the reads they
     # need (price book, lots) run first. Ids of the rows are not read back, except the
     # ledger entry's on SQLite, where the lot draws name it.
     own_batch = batch is None
-    batch = batch or sql.Batch()
-    batch.add(
-        statements["assignment_start"],
-        [
-            Assignment.Status.STARTED.value,
-            sql.adapt(Assignment, ("started_at",), (now,))[0],
-            split.from_balance,
-            split.overage,
-            assignment.pk,
-            locked.org_id,
-            Assignment.Status.ASSIGNED.value,
-        ],
-        expect_rows=1,
+    batch = batch or store.Batch()
+    store.mark_assignment_started_in(
+        batch,
+        locked.org_id,
+        assignment.pk,
+        started_at=now,
+        charged_credits=split.from_balance,
+        overage_credits=split.overage,
     )
     emit_in(batch, org.pk, "assignment.started", _event_data(assignment))
     retail = None
@@ -561,17 +375,7 @@ def _consume(
             assignment_id=assignment.pk,
             now=now,
         )
-        row = sql.adapt(LedgerEntry, _LEDGER_COLUMNS, [getattr(entry, c) for c in _LEDGER_COLUMNS])
-        if connection.vendor == "postgresql":
-            batch.add(
-                sql.insert_sql(connection.vendor, LedgerEntry, _LEDGER_COLUMNS, 1, False), row
-            )
-            for lot_id, qty in draws:
-                batch.add(statements["draw_insert_pg"], [locked.org_id, lot_id, qty])
-        else:
-            batch.run()
-            (entry_id,) = sql.insert(LedgerEntry, _LEDGER_COLUMNS, [row])
-            _record_draws(locked.org_id, entry_id, draws)
+        store.insert_ledger_entry_in(batch, entry, draws)
     if own_batch or split.overage:
         batch.run()
     if split.overage:
@@ -589,7 +393,7 @@ def _consume(
 
 def _lock_and_read_for_start(
     org_id: int, assignment_id: int
-) -> tuple[LockedBalance, Assignment, list[tuple[int, int]]]:
+) -> tuple[LockedBalance, Assignment, list[store.LotRow]]:
     """The balance lock, then the assignment and the org's oldest open lots: one round trip.
 
     The read is its own statement after the lock (sent with it, run after it): joined into
@@ -597,39 +401,16 @@ def _lock_and_read_for_start(
     snapshot, taken before it waited for the lock (READ COMMITTED re-reads only the locked
     row), so a start could see a status or a lot's remaining that a concurrent action had
     already changed. A second statement takes a new snapshot once the lock is held."""
-    batch = sql.Batch()
-    lock_at = batch.add(*lock_statement(org_id), fetch=True)
-    read_at = batch.add(
-        _stmts(connection.vendor)["start_read"], [org_id, org_id, assignment_id], fetch=True
-    )
+    batch = store.Batch()
+    balance = store.lock_balance_in(batch, org_id)
+    read = store.assignment_with_open_lots_in(batch, org_id, assignment_id)
     batch.run()
-    locked = locked_from(org_id, batch.rows(lock_at))
-    rows = batch.rows(read_at)
-    if not rows:
+    locked = locked_from(org_id, balance.result())
+    found = read.result()
+    if found is None:
         raise NotFound("assignment not found")
-    a = rows[0]
-    created_at = sql.aware(a[7])
-    assert created_at is not None  # NOT NULL
-    assignment = sql.loaded(
-        Assignment,
-        {
-            "id": a[0],
-            "org_id": org_id,
-            "employee_id": a[1],
-            "content_id": a[2],
-            "status": a[3],
-            "credit_cost": a[4],
-            "charged_credits": a[5],
-            "overage_credits": a[6],
-            "created_at": created_at,
-            "started_at": sql.aware(a[8]),
-            "completed_at": sql.aware(a[9]),
-            "cancelled_at": sql.aware(a[10]),
-        },
-    )
-    n = len(_ASSIGNMENT_READ)
-    lots = [(int(r[n]), int(r[n + 1])) for r in rows if r[n] is not None]
-    return locked, assignment, lots
+    assignment = store.loaded(Assignment, {"org_id": org_id, **found.assignment._asdict()})
+    return locked, assignment, found.lots
 
 
 def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
@@ -638,7 +419,7 @@ def start_assignment(org: Organization, assignment_id: int, *, actor: str) -> As
         locked, assignment, lots = _lock_and_read_for_start(org.pk, assignment_id)
         if decide(assignment.status, Action.START) is Outcome.NOOP:
             return assignment
-        batch = sql.Batch()
+        batch = store.Batch()
         _consume(locked, org, assignment, actor=actor, now=timezone.now(), lots=lots, batch=batch)
         _write_balance(locked, org, batch)
     return assignment
@@ -863,7 +644,7 @@ def adjust_credits(org: Organization, credits: int, *, reason: str, actor: str) 
                 reason=reason,
             )
             entry.save()
-            _record_draws(org.pk, entry.pk, draws)
+            store.insert_lot_draws(org.pk, entry.pk, draws)
         audit.record(
             actor,
             "credits.adjust",
@@ -912,9 +693,8 @@ def refund_credits(
         reason=reason,
     )
     entry.save()
-    with connection.cursor() as cursor:
-        cursor.execute(_stmts(connection.vendor)["lot_draw"], [credits, lot.pk])
-    _record_draws(org.pk, entry.pk, [(lot.pk, credits)])
+    store.draw_from_lot(lot.pk, credits)
+    store.insert_lot_draws(org.pk, entry.pk, [(lot.pk, credits)])
     audit.record(
         actor,
         "credits.refund",

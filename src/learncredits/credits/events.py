@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from learncredits.credits.models import Event
-from learncredits.db import sql
+from learncredits.db import store
 
 # Event types sent to webhooks (docs/api.md). Others are internal: they cause email, or a
 # reaction of the worker (``react_to``), and are never offered to webhooks.
@@ -64,7 +63,6 @@ def reactions_to(event_type: str) -> tuple[Reaction, ...]:
     return tuple(_reactions.get(event_type, ()))
 
 
-_EVENT_COLUMNS = ("org_id", "type", "data", "created_at", "dispatched_at")
 _KNOWN_TYPES = frozenset(WEBHOOK_EVENT_TYPES + INTERNAL_EVENT_TYPES)
 
 
@@ -73,22 +71,22 @@ class UnknownEventType(ValueError):
     the row is written (a typo would otherwise be an event that silently goes nowhere)."""
 
 
-def _row(org_id: int, event_type: str, data: dict[str, Any], now: datetime) -> list[Any]:
-    """The event's row as the database wants it; every insert below builds its rows here, so
-    no event is written without its type checked (a real check, not an ``assert``, which
-    ``python -O`` would drop)."""
+def _checked(event_type: str) -> str:
+    """Every function below writes its rows after this, so no event is written without its
+    type checked (a real check, not an ``assert``, which ``python -O`` would drop)."""
     if event_type not in _KNOWN_TYPES:
         raise UnknownEventType(event_type)
-    return sql.adapt(Event, _EVENT_COLUMNS, (org_id, event_type, data, now, None))
+    return event_type
 
 
 def emit(org_id: int, event_type: str, data: dict[str, Any]) -> Event:
     """Record that ``event_type`` happened; call inside the transaction that made it happen."""
-    # One prebuilt INSERT instead of Model.save(): every start writes an event while it holds
-    # the org's balance lock, and the ORM's save path was a good part of that time.
+    # One prebuilt INSERT (the store's) instead of Model.save(): every start writes an event
+    # while it holds the org's balance lock, and the ORM's save path was a good part of that
+    # time.
     now = timezone.now()
-    (pk,) = sql.insert(Event, _EVENT_COLUMNS, [_row(org_id, event_type, data, now)])
-    return sql.loaded(
+    pk = store.insert_event(org_id, _checked(event_type), data, now)
+    return store.loaded(
         Event,
         {
             "id": pk,
@@ -101,10 +99,9 @@ def emit(org_id: int, event_type: str, data: dict[str, Any]) -> Event:
     )
 
 
-def emit_in(batch: sql.Batch, org_id: int, event_type: str, data: dict[str, Any]) -> None:
+def emit_in(batch: store.Batch, org_id: int, event_type: str, data: dict[str, Any]) -> None:
     """``emit`` as one statement of a batch of writes (the row's id is not needed)."""
-    row = _row(org_id, event_type, data, timezone.now())
-    batch.add(sql.insert_sql(connection.vendor, Event, _EVENT_COLUMNS, 1, False), row)
+    store.insert_event_in(batch, org_id, _checked(event_type), data, timezone.now())
 
 
 def emit_all(
@@ -113,11 +110,11 @@ def emit_all(
     """Many events (``(org_id, event_type, data)``, of any orgs and types) in as few INSERTs
     as the database's parameter limit allows, with one time for all; their ids are not read
     back. For the writes that cause thousands at once (a bulk cancel, a month-end close)."""
-    moment = now or timezone.now()
-    rows = [_row(org_id, event_type, data, moment) for org_id, event_type, data in events]
-    size = sql.batch_rows(len(_EVENT_COLUMNS))
-    for start in range(0, len(rows), size):
-        sql.insert_no_return(Event, _EVENT_COLUMNS, rows[start : start + size])
+    rows = [
+        store.NewEvent(org_id, _checked(event_type), data) for org_id, event_type, data in events
+    ]
+    if rows:
+        store.insert_events(rows, now or timezone.now())
 
 
 def emit_many(org_id: int, event_type: str, items: list[dict[str, Any]]) -> None:

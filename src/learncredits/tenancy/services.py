@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
-from functools import cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,13 +20,13 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from learncredits.audit import trail as audit
-from learncredits.db import routing, sql
+from learncredits.db import routing, store
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
@@ -230,24 +229,6 @@ def revoke_api_key(org: Organization, key_id: int, *, actor: str) -> ApiKey:
     return key
 
 
-@cache
-def _key_lookup_sql(vendor: str) -> str:
-    """The key (by its public prefix) and its organization, in one prebuilt statement.
-
-    Why prebuilt: every API request authenticates, and building this query with the ORM
-    (queryset clone, compile, model instances) cost more Python than the rest of a balance
-    read. The vendor is part of the cache key because quoting differs."""
-    q = sql.quote
-    org_columns = ", ".join(f"o.{q(str(f.column))}" for f in _ORG_FIELDS)
-    return (
-        f"SELECT k.{q('id')}, k.{q('secret_hash')}, k.{q('last_used_at')}, {org_columns} "
-        f"FROM {q(ApiKey._meta.db_table)} k "
-        f"JOIN {q(Organization._meta.db_table)} o ON o.{q('id')} = k.{q('org_id')} "
-        f"WHERE k.{q('prefix')} = %s AND k.{q('revoked_at')} IS NULL"
-    )
-
-
-_ORG_FIELDS = tuple(Organization._meta.concrete_fields)
 _KEY_TOUCH_EVERY = timedelta(minutes=1)
 # After a failed touch from a replica-served request, touches from such requests wait this
 # long (seconds), so a primary that is down is not tried (and its timeout paid) each time.
@@ -261,15 +242,13 @@ def _touch_key(key_id: int, now: datetime) -> None:
     answers, and the touch is tried again later. Elsewhere a failure fails the request, as
     the request's own writes would."""
     global _touch_skipped_until
-    touch = f"UPDATE {sql.quote(ApiKey._meta.db_table)} SET last_used_at = %s WHERE id = %s"
-    params = [sql.adapt(ApiKey, ("last_used_at",), (now,))[0], key_id]
     if not routing.reading_from_replica():
-        sql.run_one(touch, params)
+        store.touch_api_key(key_id, now)
         return
     if time.monotonic() < _touch_skipped_until:
         return
     try:
-        sql.run_one(touch, params)
+        store.touch_api_key(key_id, now)
     except DatabaseError as exc:
         _touch_skipped_until = time.monotonic() + _TOUCH_RETRY_SECONDS
         logger.warning("API key use not recorded (primary unavailable): %s", exc)
@@ -285,21 +264,15 @@ def authenticate_token(token: str) -> Principal | None:
     if head != KEY_PREFIX or not prefix or not secret:
         return None
     # A report routed to the replica checks its key there too, so it answers while the
-    # primary is down (db/routing.py); every other request checks it on the primary.
-    _, rows = sql.run_one(_key_lookup_sql(connection.vendor), [prefix], using=routing.read_alias())
-    row = rows[0] if rows else None
-    if row is None or not hmac.compare_digest(row[1], _hash_secret(secret)):
+    # primary is down (db/routing.py); every other request checks it on the primary. One
+    # prebuilt statement (the store's): every API request authenticates, and building this
+    # query with the ORM cost more Python than the rest of a balance read.
+    key = store.active_api_key(prefix, using=routing.read_alias())
+    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
         return None
-    key_id, last_used_at = row[0], sql.aware(row[2])
-    org = sql.loaded(
-        Organization,
-        {
-            f.attname: sql.aware(value) if f.attname == "created_at" else value
-            for f, value in zip(_ORG_FIELDS, row[3:], strict=True)
-        },
-    )
+    org, key_id = key.org, key.id
     now = timezone.now()
-    if last_used_at is None or now - last_used_at > _KEY_TOUCH_EVERY:
+    if key.last_used_at is None or now - key.last_used_at > _KEY_TOUCH_EVERY:
         _touch_key(key_id, now)
     return Principal(org_id=org.pk, label=f"api_key:key_{key_id}", org=org)
 
