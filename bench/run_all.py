@@ -45,6 +45,7 @@ BENCHMARKS = [
     "balance_read",
     "dashboard_pages",
     "sqlite_writers",
+    "balance_check",
 ]
 BUDGET_SECONDS = 15 * 60
 
