@@ -16,12 +16,19 @@ from django.forms.models import model_to_dict
 from learncredits.billing.models import CreditNoteSequence, Invoice, InvoiceLine, InvoiceSequence
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
-from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, LotDraw
+from learncredits.credits.accounts import create_org
+from learncredits.credits.models import (
+    Assignment,
+    Balance,
+    CreditLot,
+    Event,
+    LedgerEntry,
+    LotDraw,
+)
 from learncredits.db import store
 from learncredits.domain.errors import InvalidState
-from learncredits.notify.models import Event
 from learncredits.tenancy.models import ApiKey, Employee, Organization
-from learncredits.tenancy.services import create_api_key, create_employee, create_org
+from learncredits.tenancy.services import create_api_key, create_employee
 
 pytestmark = pytest.mark.django_db
 
