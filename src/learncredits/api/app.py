@@ -17,7 +17,6 @@ from pydantic import Field
 
 from learncredits import ids
 from learncredits.api import schemas as s
-from learncredits.api import serializers as out
 from learncredits.api.auth import (
     BearerAuth,
     RateLimited,
@@ -35,7 +34,7 @@ from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
 from learncredits.credits import accounts, actions, ledger_export
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
-from learncredits.credits.queries import balance_view
+from learncredits.credits.queries import BalanceView, balance_view
 from learncredits.domain import pricing
 from learncredits.domain.errors import (
     DomainError,
@@ -144,17 +143,17 @@ def create_org(request: HttpRequest, body: s.OrgIn) -> Status[Any]:
         alert_threshold=body.alert_threshold,
         actor=caller(request).label,
     )
-    return Status(201, out.org(org))
+    return Status(201, org)
 
 
 @api.get("/orgs", response=responses(200, s.OrgPage), tags=["operator"])
-def list_orgs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
+def list_orgs(request: HttpRequest, params: Query[ListParams]) -> s.Page:
     require_operator(request)
-    return paginate(Organization.objects.all(), params, out.org)
+    return paginate(Organization.objects.all(), params)
 
 
 @api.patch("/orgs/{org_id}", response=responses(200, s.OrgOut), tags=["operator"])
-def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, Any]:
+def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> Organization:
     require_operator(request)
     org = org_for(request, org_id)
     changes = body.model_dump(exclude_unset=True)
@@ -162,34 +161,33 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> dict[str, 
     nulls = [field for field, value in changes.items() if value is None and field != "tax"]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
-    org = accounts.update_org_settings(org, changes, actor=caller(request).label)
-    return out.org(org)
+    return accounts.update_org_settings(org, changes, actor=caller(request).label)
 
 
 @api.post("/orgs/{org_id}/api-keys", response=responses(201, s.ApiKeyOut), tags=["operator"])
 def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> Status[Any]:
     require_operator(request)
     org = org_for(request, org_id)
-    key, secret = tenancy.create_api_key(org, name=body.name, actor=caller(request).label)
-    return Status(201, {"id": ids.encode("api_key", key.pk), "key": secret})
+    created = tenancy.create_api_key(org, name=body.name, actor=caller(request).label)
+    return Status(201, created)
 
 
 @api.get("/orgs/{org_id}/api-keys", response=responses(200, s.ApiKeyPage), tags=["operator"])
-def list_api_keys(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+def list_api_keys(request: HttpRequest, org_id: str, params: Query[ListParams]) -> s.Page:
     require_operator(request)
     org = org_for(request, org_id)
-    return paginate(ApiKey.objects.filter(org=org), params, out.api_key)
+    return paginate(ApiKey.objects.filter(org=org), params)
 
 
 @api.delete(
     "/orgs/{org_id}/api-keys/{key_id}", response=responses(200, s.ApiKeyInfoOut), tags=["operator"]
 )
-def revoke_api_key(request: HttpRequest, org_id: str, key_id: str) -> Any:
+def revoke_api_key(request: HttpRequest, org_id: str, key_id: str) -> ApiKey:
     """Revoke a key: it stops working at once and stays listed with ``revoked_at``."""
     principal = require_operator(request)
     org = org_for(request, org_id)
     pk = decode_or_404("api_key", key_id, "API key")
-    return out.api_key(tenancy.revoke_api_key(org, pk, actor=principal.label))
+    return tenancy.revoke_api_key(org, pk, actor=principal.label)
 
 
 @api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
@@ -204,7 +202,7 @@ def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any
         password=body.password,
         actor=caller(request).label,
     )
-    return Status(201, out.user(membership))
+    return Status(201, membership)
 
 
 @api.post(
@@ -214,7 +212,7 @@ def create_adjustment(request: HttpRequest, org_id: str, body: s.AdjustmentIn) -
     principal = require_operator(request)
     org = org_for(request, org_id)
     entry = actions.adjust_credits(org, body.credits, reason=body.reason, actor=principal.label)
-    return Status(201, ledger_export.ledger_entry(entry))
+    return Status(201, entry)
 
 
 # --- catalog and pricing -------------------------------------------------------------------
@@ -230,28 +228,28 @@ def post_content(request: HttpRequest, body: s.ContentIn) -> Status[Any]:
         xapi_activity_id=body.xapi_activity_id,
         actor=caller(request).label,
     )
-    return Status(201, out.content(item))
+    return Status(201, item)
 
 
 @api.get("/content", response=responses(200, s.ContentPage), tags=["catalog"])
-def list_content(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
-    return paginate(Content.objects.all(), params, out.content)
+def list_content(request: HttpRequest, params: Query[ListParams]) -> s.Page:
+    return paginate(Content.objects.all(), params)
 
 
 @api.put("/pricing", response=responses(200, s.PriceBookOut), tags=["operator"])
-def put_pricing(request: HttpRequest, body: s.PriceBookIn) -> dict[str, Any]:
+def put_pricing(request: HttpRequest, body: s.PriceBookIn) -> pricing.PriceBook:
     principal = require_operator(request)
     book = set_price_book(
         body.retail_unit_price_cents,
         [pricing.Tier(t.min_quantity, t.unit_price_cents) for t in body.tiers],
         actor=principal.label,
     )
-    return out.price_book(book)
+    return book
 
 
 @api.get("/pricing", response=responses(200, s.PriceBookOut), tags=["catalog"])
-def get_pricing(request: HttpRequest) -> dict[str, Any]:
-    return out.price_book(current_price_book())
+def get_pricing(request: HttpRequest) -> pricing.PriceBook:
+    return current_price_book()
 
 
 class QuoteParams(s.Schema):
@@ -259,24 +257,25 @@ class QuoteParams(s.Schema):
 
 
 @api.get("/pricing/quote", response=responses(200, s.QuoteOut), tags=["catalog"])
-def get_quote(request: HttpRequest, params: Query[QuoteParams]) -> dict[str, Any]:
+def get_quote(request: HttpRequest, params: Query[QuoteParams]) -> s.QuoteOut:
     """A quote; for an org with a tax profile, with the tax it would pay today."""
     quote = pricing.quote(current_price_book(), params.quantity)
     org = caller(request).org
-    return out.quote(quote, billing_tax.quote_tax(org, quote) if org is not None else None)
+    taxed = billing_tax.quote_tax(org, quote) if org is not None else None
+    return s.QuoteOut.with_tax(quote, taxed)
 
 
 # --- one organization ----------------------------------------------------------------------
 
 
 @api.get("/orgs/{org_id}", response=responses(200, s.OrgOut), tags=["orgs"])
-def get_org(request: HttpRequest, org_id: str) -> dict[str, Any]:
-    return out.org(org_for(request, org_id))
+def get_org(request: HttpRequest, org_id: str) -> Organization:
+    return org_for(request, org_id)
 
 
 @api.get("/orgs/{org_id}/balance", response=responses(200, s.BalanceOut), tags=["orgs"])
-def get_balance(request: HttpRequest, org_id: str) -> dict[str, Any]:
-    return out.balance(balance_view(org_for(request, org_id)))
+def get_balance(request: HttpRequest, org_id: str) -> BalanceView:
+    return balance_view(org_for(request, org_id))
 
 
 @api.post("/orgs/{org_id}/employees", response=responses(201, s.EmployeeOut), tags=["employees"])
@@ -285,13 +284,13 @@ def post_employee(request: HttpRequest, org_id: str, body: s.EmployeeIn) -> Stat
     employee = tenancy.create_employee(
         org, name=body.name, email=body.email, actor=caller(request).label
     )
-    return Status(201, out.employee(employee))
+    return Status(201, employee)
 
 
 @api.get("/orgs/{org_id}/employees", response=responses(200, s.EmployeePage), tags=["employees"])
-def list_employees(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+def list_employees(request: HttpRequest, org_id: str, params: Query[ListParams]) -> s.Page:
     org = org_for(request, org_id)
-    return paginate(Employee.objects.filter(org=org), params, out.employee)
+    return paginate(Employee.objects.filter(org=org), params)
 
 
 @api.post(
@@ -299,11 +298,10 @@ def list_employees(request: HttpRequest, org_id: str, params: Query[ListParams])
     response=responses(200, s.EmployeeOut),
     tags=["employees"],
 )
-def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> Any:
+def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> Employee:
     org = org_for(request, org_id)
     pk = decode_or_404("employee", employee_id, "employee")
-    employee = actions.deactivate_employee(org, pk, actor=caller(request).label)
-    return out.employee(employee)
+    return actions.deactivate_employee(org, pk, actor=caller(request).label)
 
 
 @api.post(
@@ -321,15 +319,13 @@ def post_purchase(
     )
     if opened.existing:  # the same Idempotency-Key as before: this purchase, carried on
         response["Idempotent-Replayed"] = "true"
-    return Status(201, out.purchase(opened.purchase))
+    return Status(201, opened.purchase)
 
 
 @api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])
-def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams]) -> Any:
+def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams]) -> s.Page:
     org = org_for(request, org_id)
-    return paginate(
-        Purchase.objects.filter(org=org).select_related("receipt"), params, out.purchase
-    )
+    return paginate(Purchase.objects.filter(org=org).select_related("receipt"), params)
 
 
 @api.get(
@@ -337,13 +333,13 @@ def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams])
     response=responses(200, s.PurchaseOut),
     tags=["purchases"],
 )
-def get_purchase(request: HttpRequest, org_id: str, purchase_id: str) -> Any:
+def get_purchase(request: HttpRequest, org_id: str, purchase_id: str) -> Purchase:
     org = org_for(request, org_id)
     pk = decode_or_404("purchase", purchase_id, "purchase")
     found = Purchase.objects.filter(org=org, pk=pk).first()
     if found is None:
         raise NotFound("purchase not found")
-    return out.purchase(found)
+    return found
 
 
 # --- assignments ---------------------------------------------------------------------------
@@ -367,13 +363,7 @@ def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> Sta
     result = actions.assign_bulk(
         org, content_id=content_pk, employee_ids=employee_pks, actor=caller(request).label
     )
-    return Status(
-        201,
-        {
-            "data": [out.assignment(a) for a in result.created],
-            "skipped": [ids.encode("employee", pk) for pk in result.skipped_employee_ids],
-        },
-    )
+    return Status(201, result)
 
 
 class AssignmentFilter(ListParams):
@@ -385,7 +375,7 @@ class AssignmentFilter(ListParams):
 @api.get(
     "/orgs/{org_id}/assignments", response=responses(200, s.AssignmentPage), tags=["assignments"]
 )
-def list_assignments(request: HttpRequest, org_id: str, params: Query[AssignmentFilter]) -> Any:
+def list_assignments(request: HttpRequest, org_id: str, params: Query[AssignmentFilter]) -> s.Page:
     org = org_for(request, org_id)
     queryset = Assignment.objects.filter(org=org)
     if params.status:
@@ -398,7 +388,7 @@ def list_assignments(request: HttpRequest, org_id: str, params: Query[Assignment
     if params.content_id is not None:
         content_pk = decode_or_404("content", params.content_id, "content")
         queryset = queryset.filter(content_id=content_pk)
-    return paginate(queryset, params, out.assignment)
+    return paginate(queryset, params)
 
 
 def _assignment_pk(assignment_id: str) -> int:
@@ -410,19 +400,18 @@ def _assignment_pk(assignment_id: str) -> int:
     response=responses(200, s.AssignmentOut),
     tags=["assignments"],
 )
-def get_assignment(request: HttpRequest, org_id: str, assignment_id: str) -> Any:
+def get_assignment(request: HttpRequest, org_id: str, assignment_id: str) -> Assignment:
     org = org_for(request, org_id)
     found = Assignment.objects.filter(org=org, pk=_assignment_pk(assignment_id)).first()
     if found is None:
         raise NotFound("assignment not found")
-    return out.assignment(found)
+    return found
 
 
 def _lifecycle_route(verb: str, action: Callable[..., Assignment]) -> None:
-    def view(request: HttpRequest, org_id: str, assignment_id: str) -> Any:
+    def view(request: HttpRequest, org_id: str, assignment_id: str) -> Assignment:
         org = org_for(request, org_id)
-        assignment = action(org, _assignment_pk(assignment_id), actor=caller(request).label)
-        return out.assignment(assignment)
+        return action(org, _assignment_pk(assignment_id), actor=caller(request).label)
 
     view.__name__ = f"{verb}_assignment"
     api.post(
@@ -443,13 +432,14 @@ _lifecycle_route("cancel", actions.cancel_assignment)
     response=responses(200, s.AssignmentOut),
     tags=["assignments"],
 )
-def reassign(request: HttpRequest, org_id: str, assignment_id: str, body: s.ReassignIn) -> Any:
+def reassign(
+    request: HttpRequest, org_id: str, assignment_id: str, body: s.ReassignIn
+) -> Assignment:
     org = org_for(request, org_id)
     employee_pk = decode_or_404("employee", body.employee_id, "employee")
-    assignment = actions.reassign_assignment(
+    return actions.reassign_assignment(
         org, _assignment_pk(assignment_id), employee_id=employee_pk, actor=caller(request).label
     )
-    return out.assignment(assignment)
 
 
 # --- ledger --------------------------------------------------------------------------------
@@ -474,7 +464,7 @@ def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -
             f'attachment; filename="{ledger_export.ledger_csv_filename(org)}"'
         )
         return response
-    return paginate(LedgerEntry.objects.filter(org=org), params, ledger_export.ledger_entry)
+    return paginate(LedgerEntry.objects.filter(org=org), params)
 
 
 def _register_routers() -> None:

@@ -12,12 +12,11 @@ from ninja import Query, Router
 from pydantic import Field
 
 from learncredits.api import schemas as s
-from learncredits.api import serializers as out
 from learncredits.api.auth import decode_or_404, org_for, require_operator
 from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.billing import reports
 from learncredits.billing.documents import invoice_page, invoice_pdf
-from learncredits.billing.invoicing import close_all, with_status
+from learncredits.billing.invoicing import CloseSummary, close_all, with_status
 from learncredits.billing.models import Invoice
 from learncredits.billing.tasks import enqueue_collection
 from learncredits.domain.errors import NotFound
@@ -38,12 +37,11 @@ def _csv(rows: list[list[Any]], filename: str) -> HttpResponse:
 
 
 @router.post("/billing/close-period", response=responses(200, s.ClosePeriodOut))
-def close_period(request: HttpRequest, body: s.ClosePeriodIn) -> dict[str, Any]:
+def close_period(request: HttpRequest, body: s.ClosePeriodIn) -> CloseSummary:
     """Issue every org's monthly invoice for ``period`` (also early, for the month in
     progress). Running it again issues only what arrived since."""
     principal = require_operator(request)
-    summary = close_all(body.period, on_issue=enqueue_collection, actor=principal.label)
-    return {"period": body.period, "invoices_issued": summary.invoices_issued}
+    return close_all(body.period, on_issue=enqueue_collection, actor=principal.label)
 
 
 class InvoiceListParams(ListParams):
@@ -82,28 +80,28 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
             ]
         ]
         for invoice in _invoices(org).order_by("pk"):
-            data = out.invoice(invoice)
+            data = s.InvoiceOut.from_orm(invoice)
             rows.append(
                 [
-                    data["id"],
-                    data["number"],
-                    data["kind"],
-                    data["period"],
-                    data["status"],
-                    data["currency"],
-                    data["total_cents"],
-                    data["issued_at"],
-                    data["due_at"],
-                    len(data["lines"]),
-                    data["subtotal_cents"],
-                    data["tax_cents"],
-                    data["tax_treatment"],
-                    data["buyer"]["country"] or "",
-                    data["buyer"]["tax_id"] or "",
+                    data.id,
+                    data.number,
+                    data.kind,
+                    data.period,
+                    data.status,
+                    data.currency,
+                    data.total_cents,
+                    data.issued_at,
+                    data.due_at,
+                    len(data.lines),
+                    data.subtotal_cents,
+                    data.tax_cents,
+                    data.tax_treatment,
+                    data.buyer.country or "",
+                    data.buyer.tax_id or "",
                 ]
             )
         return _csv(rows, f"invoices-org_{org.pk}.csv")
-    return paginate(_invoices(org), params, out.invoice)
+    return paginate(_invoices(org), params)
 
 
 def _invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:
@@ -116,8 +114,8 @@ def _invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:
 
 
 @router.get("/orgs/{org_id}/invoices/{invoice_id}", response=responses(200, s.InvoiceOut))
-def get_invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Any:
-    return out.invoice(_invoice(request, org_id, invoice_id))
+def get_invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:
+    return _invoice(request, org_id, invoice_id)
 
 
 @router.get(
@@ -148,10 +146,10 @@ class StatementParams(s.Schema):
 
 
 def _statement_answer(statement: reports.Statement, params: StatementParams, name: str) -> Any:
-    data = statement.as_dict()
     if params.format == "csv":
+        data = statement.as_dict()
         return _csv([list(data), list(data.values())], f"statement-{name}-{params.period}.csv")
-    return data
+    return statement
 
 
 @router.get(
@@ -183,10 +181,11 @@ class UsageParams(s.Schema):
 
 
 @router.get("/orgs/{org_id}/usage", response=responses(200, s.UsageOut))
-def get_usage(request: HttpRequest, org_id: str, params: Query[UsageParams]) -> Any:
+def get_usage(
+    request: HttpRequest, org_id: str, params: Query[UsageParams]
+) -> list[reports.UsagePoint]:
     org = org_for(request, org_id)
-    points = reports.usage(org, params.from_, params.to, params.granularity)
-    return {"data": [p.__dict__ for p in points]}
+    return reports.usage(org, params.from_, params.to, params.granularity)
 
 
 class ForecastParams(s.Schema):
@@ -194,6 +193,8 @@ class ForecastParams(s.Schema):
 
 
 @router.get("/orgs/{org_id}/forecast", response=responses(200, s.ForecastOut))
-def get_forecast(request: HttpRequest, org_id: str, params: Query[ForecastParams]) -> Any:
+def get_forecast(
+    request: HttpRequest, org_id: str, params: Query[ForecastParams]
+) -> reports.Forecast:
     org = org_for(request, org_id)
-    return out.forecast(reports.forecast(org, params.horizon_days))
+    return reports.forecast(org, params.horizon_days)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -54,20 +53,16 @@ def _encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
 
 
-def paginate(
-    queryset: QuerySet[Any], params: ListParams, render: Callable[[Any], dict[str, Any]]
-) -> dict[str, Any]:
-    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat."""
+def paginate(queryset: QuerySet[Any], params: ListParams) -> s.Page:
+    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat.
+    The rows stay model instances: the route's page schema answers them."""
     after = _decode_cursor(params.cursor)
     if after is not None:
         queryset = queryset.filter(pk__lt=after)
     rows = list(queryset.order_by("-pk")[: params.limit + 1])
     more = len(rows) > params.limit
     rows = rows[: params.limit]
-    return {
-        "data": [render(row) for row in rows],
-        "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None,
-    }
+    return s.Page(data=rows, next_cursor=_encode_cursor(rows[-1].pk) if more and rows else None)
 
 
 def content(media_type: str, *, binary: bool = False) -> dict[str, Any]:

@@ -14,13 +14,13 @@ from functools import wraps
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Router, Schema
+from ninja import Router
 from pydantic import Field, StrictStr, field_validator
 
 from learncredits.api.auth import caller, org_for
 from learncredits.api.common import responses
 from learncredits.api.problems import problem
-from learncredits.api.schemas import StrictIn
+from learncredits.api.schemas import PaymentMethodOut, StrictIn
 from learncredits.billing import payment_methods
 from learncredits.billing.stripe_provider import CardInfo, StripeNotConfigured, StripeUnavailable
 from learncredits.domain.errors import NotFound
@@ -44,22 +44,6 @@ class PaymentMethodIn(StrictIn):
                 "as Stripe.js returns it; card numbers are never sent here"
             )
         return value
-
-
-class PaymentMethodOut(Schema):
-    brand: str
-    last4: str
-    exp_month: int
-    exp_year: int
-
-
-def _card(card: CardInfo) -> dict[str, Any]:
-    return {
-        "brand": card.brand,
-        "last4": card.last4,
-        "exp_month": card.exp_month,
-        "exp_year": card.exp_year,
-    }
 
 
 def _provider_errors(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,13 +71,12 @@ def _provider_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     response=responses(200, PaymentMethodOut, 402, 409, 503),
 )
 @_provider_errors
-def put_payment_method(request: HttpRequest, org_id: str, body: PaymentMethodIn) -> Any:
+def put_payment_method(request: HttpRequest, org_id: str, body: PaymentMethodIn) -> CardInfo:
     """Make a card the org's payment method (replacing the one before): ``payment_method`` is
     the PaymentMethod id Stripe.js made from the card form. A card refused on attach is 402
     ``payment_failed`` with its ``decline_code`` and changes nothing."""
     org = org_for(request, org_id)
-    card = payment_methods.save_card(org, body.payment_method, actor=caller(request).label)
-    return _card(card)
+    return payment_methods.save_card(org, body.payment_method, actor=caller(request).label)
 
 
 @router.get(
@@ -101,13 +84,13 @@ def put_payment_method(request: HttpRequest, org_id: str, body: PaymentMethodIn)
     response=responses(200, PaymentMethodOut, 409, 503),
 )
 @_provider_errors
-def get_payment_method(request: HttpRequest, org_id: str) -> Any:
+def get_payment_method(request: HttpRequest, org_id: str) -> CardInfo:
     """The card charges use; 404 when none is on file."""
     org = org_for(request, org_id)
     card = payment_methods.card_on_file(org)
     if card is None:
         raise NotFound("no card on file")
-    return _card(card)
+    return card
 
 
 @router.delete(

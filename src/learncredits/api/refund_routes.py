@@ -9,7 +9,6 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router, Status
 
 from learncredits.api import schemas as s
-from learncredits.api import serializers as out
 from learncredits.api.auth import decode_or_404, org_for, require_operator
 from learncredits.api.common import responses
 from learncredits.billing import refunds
@@ -19,8 +18,8 @@ from learncredits.billing.models import Invoice
 router = Router(tags=["operator"])
 
 
-def _note(pk: int) -> dict[str, Any]:
-    return out.invoice(with_status(Invoice.objects.filter(pk=pk)).select_related("org").get())
+def _note(pk: int) -> Invoice:
+    return with_status(Invoice.objects.filter(pk=pk)).select_related("org").get()
 
 
 @router.post(

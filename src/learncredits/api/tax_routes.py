@@ -14,66 +14,47 @@ from pydantic import Field
 from learncredits.api import schemas as s
 from learncredits.api.auth import require_operator
 from learncredits.api.common import content, responses
-from learncredits.api.serializers import iso
 from learncredits.billing import tax as billing_tax
 from learncredits.domain.periods import period_bounds
+from learncredits.domain.tax import Seller
 
 router = Router(tags=["operator"])
 
 
-def _seller(details: Any) -> dict[str, Any]:
-    return {
-        "legal_name": details.legal_name,
-        "address": details.address,
-        "country": details.country,
-        "tax_id": details.tax_id or None,
-    }
-
-
 @router.put("/seller", response=responses(200, s.SellerOut))
-def put_seller(request: HttpRequest, body: s.SellerIn) -> dict[str, Any]:
+def put_seller(request: HttpRequest, body: s.SellerIn) -> Seller:
     """The seller's legal details, printed on every document issued from now on (documents
     already issued keep theirs). The tax id is checked for the country."""
     principal = require_operator(request)
-    return _seller(
-        billing_tax.set_seller(
-            legal_name=body.legal_name,
-            address=body.address,
-            country=body.country,
-            tax_id=body.tax_id,
-            actor=principal.label,
-        )
+    return billing_tax.set_seller(
+        legal_name=body.legal_name,
+        address=body.address,
+        country=body.country,
+        tax_id=body.tax_id,
+        actor=principal.label,
     )
 
 
 @router.get("/seller", response=responses(200, s.SellerOut))
-def get_seller(request: HttpRequest) -> dict[str, Any]:
+def get_seller(request: HttpRequest) -> Seller:
     require_operator(request)
-    return _seller(billing_tax.current_seller())
-
-
-def _table(table: billing_tax.RateTable) -> dict[str, Any]:
-    return {
-        "version": table.version,
-        "created_at": iso(table.created_at),
-        "rates": [billing_tax.rate_dict(rate) for rate in table.rates],
-    }
+    return billing_tax.current_seller()
 
 
 @router.put("/tax/rates", response=responses(200, s.TaxRatesOut))
-def put_tax_rates(request: HttpRequest, body: s.TaxRatesIn) -> dict[str, Any]:
+def put_tax_rates(request: HttpRequest, body: s.TaxRatesIn) -> billing_tax.RateTable:
     """A new version of the whole rate schedule: every tax of every jurisdiction, each
     version with the day it takes effect (00:00 UTC). Lines are taxed at the rates in
     force on their own day; documents already issued never change."""
     principal = require_operator(request)
     entries = [rate.model_dump() for rate in body.rates]
-    return _table(billing_tax.set_rates(entries, actor=principal.label))
+    return billing_tax.set_rates(entries, actor=principal.label)
 
 
 @router.get("/tax/rates", response=responses(200, s.TaxRatesOut))
-def get_tax_rates(request: HttpRequest) -> dict[str, Any]:
+def get_tax_rates(request: HttpRequest) -> billing_tax.RateTable:
     require_operator(request)
-    return _table(billing_tax.current_rates())
+    return billing_tax.current_rates()
 
 
 class TaxReportParams(s.Schema):
@@ -92,9 +73,9 @@ def get_tax_report(request: HttpRequest, params: Query[TaxReportParams]) -> Any:
     require_operator(request)
     period_bounds(params.period, "UTC")
     report = billing_tax.tax_report(params.period)
-    rows = [vars(row) for row in report.rows]
-    untaxed = [vars(row) for row in report.untaxed]
     if params.format == "csv":
+        rows = [vars(row) for row in report.rows]
+        untaxed = [vars(row) for row in report.untaxed]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
@@ -141,10 +122,4 @@ def get_tax_report(request: HttpRequest, params: Query[TaxReportParams]) -> Any:
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="tax-{report.period}.csv"'
         return response
-    return {
-        "period": report.period,
-        "currency": report.currency,
-        "tax_cents": report.tax_cents,
-        "rows": rows,
-        "untaxed": untaxed,
-    }
+    return report
