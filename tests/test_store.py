@@ -42,7 +42,7 @@ ASSIGNMENT_COLUMNS = store.AssignmentRow._fields
 
 
 @pytest.fixture(autouse=True)
-def _rows_written_one_table_at_a_time() -> Iterator[None]:
+def _rows_written_one_table_at_a_time(db: None) -> Iterator[None]:
     """Each test checks one statement, so it writes balances and ledger entries that are not
     each other's (a balance with no entry, an entry with no balance update): what PostgreSQL's
     commit-time balance check refuses. These tests step around it; the services' own writes
