@@ -105,7 +105,7 @@ def decrypt_text(token: str) -> str:
     return decrypt(token.encode()).decode()
 
 
-class EncryptedCharField(models.CharField):
+class EncryptedCharField(models.CharField):  # type: ignore[type-arg]
     """A text field kept encrypted in the database and plain in Python.
 
     ``max_length`` is the column's width, so it must fit the token: a Fernet token of n bytes

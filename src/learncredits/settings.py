@@ -260,7 +260,7 @@ def _database() -> dict[str, object]:
         # a transaction-pooling PgBouncer older than 1.21 (which cannot keep them).
         threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
         db["OPTIONS"] = {**db.get("OPTIONS", {}), "prepare_threshold": threshold or None}
-    return db
+    return dict(db)
 
 
 def _replica_database(primary: dict[str, object]) -> dict[str, object] | None:
@@ -287,7 +287,7 @@ def _replica_database(primary: dict[str, object]) -> dict[str, object] | None:
     options.setdefault("connect_timeout", 1)
     replica["OPTIONS"] = options
     replica["TEST"] = {"MIRROR": "default"}
-    return replica
+    return dict(replica)
 
 
 DATABASES = {"default": _database()}

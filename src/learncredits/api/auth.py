@@ -32,7 +32,8 @@ def principal_for(request: HttpRequest) -> Principal | None:
         if scheme.lower() == "bearer" and token and len(token) <= 512:
             principal = authenticate_token(token)
         setattr(request, _CACHE_ATTR, principal)
-    return getattr(request, _CACHE_ATTR)
+    cached: Principal | None = getattr(request, _CACHE_ATTR)
+    return cached
 
 
 class RateLimited(Exception):

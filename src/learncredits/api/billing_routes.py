@@ -107,7 +107,7 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
 def _invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:
     org = org_for(request, org_id)
     pk = decode_or_404("invoice", invoice_id, "invoice")
-    found = _invoices(org).select_related("org", "purchase").filter(pk=pk).first()
+    found: Invoice | None = _invoices(org).select_related("org", "purchase").filter(pk=pk).first()
     if found is None:
         raise NotFound("invoice not found")
     return found

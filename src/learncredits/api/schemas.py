@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from ninja import Schema
+from ninja import Schema as Schema  # re-exported: route modules' bodies use s.Schema
 from pydantic import (
     BaseModel,
     BeforeValidator,

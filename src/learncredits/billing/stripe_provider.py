@@ -467,12 +467,13 @@ def parse_webhook(payload: bytes, signature_header: str) -> stripe.Event:
     if not secret:
         raise StripeNotConfigured("STRIPE_WEBHOOK_SECRET is not set")
     try:
-        return stripe.Webhook.construct_event(
+        event: stripe.Event = stripe.Webhook.construct_event(
             payload,
             signature_header,
             secret,
             api_key=str(_setting("STRIPE_SECRET_KEY") or "") or None,
         )
+        return event
     except stripe.SignatureVerificationError as exc:
         raise WebhookSignatureError(f"bad Stripe webhook signature: {exc}") from exc
     except ValueError as exc:

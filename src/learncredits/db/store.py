@@ -194,9 +194,9 @@ def _aware(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = parse_datetime(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _aware_not_null(value: Any) -> datetime:

@@ -401,7 +401,8 @@ def _module_name(module: NumberValidationModule) -> str:
 @functools.cache
 def _subdivision_parts(cc: str) -> tuple[str, ...]:
     """The code parts after "CC-" of the country's ISO 3166-2 subdivisions, sorted."""
-    subdivisions = pycountry.subdivisions.get(country_code=cc) or []
+    # (pycountry types its lookups loosely: this one is untyped)
+    subdivisions = pycountry.subdivisions.get(country_code=cc) or []  # type: ignore[no-untyped-call]
     return tuple(sorted(sub.code.split("-", 1)[1] for sub in subdivisions))
 
 

@@ -11,7 +11,7 @@ through the same service function as the API's, with its rules and its audit row
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -52,6 +52,17 @@ from learncredits.notify.models import WebhookDelivery, WebhookEndpoint
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Organization
 
+# django-stubs makes the admin's classes generic over their model; at run time they are not
+# subscriptable, so the parameters exist for the type checker only.
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _TabularInline = admin.TabularInline[Any, Any]
+    _ModelForm = forms.ModelForm[Any]
+else:
+    _ModelAdmin = admin.ModelAdmin
+    _TabularInline = admin.TabularInline
+    _ModelForm = forms.ModelForm
+
 admin.site.site_header = "learncredits operator console"
 admin.site.site_title = "learncredits"
 
@@ -60,7 +71,7 @@ def operator_actor(request: HttpRequest) -> str:
     return f"operator:{request.user.get_username()}"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(_ModelAdmin):
     """Visible, searchable, never editable."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -96,7 +107,7 @@ class RefundForm(forms.Form):
         return key
 
 
-class BalanceInline(admin.TabularInline):
+class BalanceInline(_TabularInline):
     model = Balance
     fields = ("credits", "assigned", "at_risk")
     readonly_fields = fields
@@ -105,7 +116,7 @@ class BalanceInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(_ModelAdmin):
     list_display = ("id", "name", "billing_email", "timezone", "alert_threshold", "created_at")
     search_fields = ("name", "billing_email")
     fields = ("name", "billing_email", "timezone", "alert_threshold")
@@ -182,7 +193,7 @@ class EmployeeAdmin(ReadOnlyAdmin):
     search_fields = ("name", "email")
 
 
-class ContentForm(forms.ModelForm):
+class ContentForm(_ModelForm):
     class Meta:
         model = Content
         fields = ("title", "premium", "credit_cost", "xapi_activity_id")
@@ -205,7 +216,7 @@ class ContentForm(forms.ModelForm):
 
 
 @admin.register(Content)
-class ContentAdmin(admin.ModelAdmin):
+class ContentAdmin(_ModelAdmin):
     form = ContentForm
     list_display = ("id", "title", "premium", "credit_cost", "xapi_activity_id")
     search_fields = ("title",)
@@ -258,7 +269,7 @@ class PriceBookForm(forms.Form):
         return tiers
 
 
-class PriceTierInline(admin.TabularInline):
+class PriceTierInline(_TabularInline):
     model = PriceTier
     fields = ("min_quantity", "unit_price_cents")
     readonly_fields = fields
@@ -429,7 +440,7 @@ class AssignmentAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
 
 
-class InvoiceLineInline(admin.TabularInline):
+class InvoiceLineInline(_TabularInline):
     model = InvoiceLine
     fields = ("position", "description", "quantity", "unit_price_cents", "amount_cents")
     readonly_fields = fields
@@ -437,7 +448,7 @@ class InvoiceLineInline(admin.TabularInline):
     max_num = 0
 
 
-class InvoiceTaxLineInline(admin.TabularInline):
+class InvoiceTaxLineInline(_TabularInline):
     model = InvoiceTaxLine
     fields = ("position", "name", "rate_bps", "country", "region", "taxable_cents", "amount_cents")
     readonly_fields = fields
@@ -468,7 +479,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
     inlines = [InvoiceLineInline, InvoiceTaxLineInline]
 
 
-class TaxRateEntryInline(admin.TabularInline):
+class TaxRateEntryInline(_TabularInline):
     model = TaxRateEntry
     fields = ("country", "region", "name", "rate_bps", "effective_from")
     readonly_fields = fields

@@ -8,10 +8,11 @@ import logging
 import secrets
 import time
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -146,7 +147,7 @@ def clean_org_settings(changes: Mapping[str, object]) -> dict[str, object]:
     change with one refused value writes nothing. ``tax`` is the tax profile as a whole (or
     None to remove it). The write itself is ``credits.accounts.update_org_settings``: a
     threshold change must re-evaluate the balance's at-risk state in the same transaction."""
-    cleaners = {
+    cleaners: dict[str, Callable[[Any], object]] = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
         "timezone": lambda v: _clean_timezone(str(v)),

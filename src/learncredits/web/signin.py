@@ -241,7 +241,7 @@ class ThrottledSignInHandler(AxesDatabaseHandler):
             kind=SignInThrottle.Kind.USERNAME,
             value__in=[value for kind, value in keys if kind == SignInThrottle.Kind.USERNAME],
         ).update(failures=0)
-        return count
+        return int(count)
 
     def reset_attempts(
         self,
@@ -264,4 +264,4 @@ class ThrottledSignInHandler(AxesDatabaseHandler):
         elif username:
             budgets = budgets.filter(by_user)
         budgets.delete()
-        return count
+        return int(count)

@@ -49,7 +49,7 @@ View = Callable[..., HttpResponseBase]
 
 
 def _membership(request: HttpRequest) -> Membership:
-    membership = getattr(request.user, "membership", None)
+    membership: Membership | None = getattr(request.user, "membership", None)
     if membership is None:
         raise Http404("no organization")
     return membership
@@ -83,7 +83,8 @@ def _actor(request: HttpRequest) -> str:
 
 
 def _org(request: HttpRequest) -> Organization:
-    return request.org  # type: ignore[attr-defined]
+    org: Organization = request.org  # type: ignore[attr-defined]
+    return org
 
 
 def _fail(request: HttpRequest, exc: DomainError) -> None:

@@ -223,7 +223,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _start_transaction_under_autocommit(self) -> None:
         if self._writer_queue is None:
-            return super()._start_transaction_under_autocommit()  # type: ignore[misc]
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]
+            return
         self._writer_queue.acquire()
         self._holds_turn = True
         try:
