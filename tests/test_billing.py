@@ -1273,3 +1273,14 @@ def test_close_period_command_defaults_to_the_last_complete_month(make_org, make
 def test_close_period_command_refuses_a_bad_period(db, period):
     with pytest.raises(CommandError):
         call_command("close_period", period=period, stdout=io.StringIO())
+
+
+def test_documents_count_credits_in_words_that_agree_with_the_number() -> None:
+    from learncredits.billing.invoicing import credits_phrase
+
+    assert [credits_phrase(n) for n in (0, 1, 2, 1000)] == [
+        "0 credits",
+        "1 credit",
+        "2 credits",
+        "1000 credits",
+    ]

@@ -227,7 +227,7 @@ def test_exactly_the_expected_emails_arrive_over_smtp(
     [again] = outbox.drain()
     assert again.subject == "Your learncredits balance is running low"
     assert "Credits:   15" in again.text and "Available: 0" in again.text
-    assert "Buying 1 credits now costs $10.00" in again.text
+    assert "Buying 1 credit now costs $10.00" in again.text  # the words agree with the number
 
     # Start them all and one more: the 6th start runs out, the first overage of the
     # period. (Starting took assigned to 0, so the org is no longer at risk.)
@@ -238,7 +238,7 @@ def test_exactly_the_expected_emails_arrive_over_smtp(
     [overage] = outbox.drain()
     assert_common(overage, to)
     assert overage.subject == "Assignments are now billed at the retail rate"
-    assert "3 credit(s) will be billed at the retail rate ($30.00)" in overage.text
+    assert "3 credits will be billed at the retail rate ($30.00)" in overage.text
     assert "$30.00" in squash(overage.html)
     period = org.balance()["period"]
     assert f"monthly invoice for {period}" in overage.text

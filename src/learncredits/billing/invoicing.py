@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from learncredits import ids
 from learncredits.audit import trail as audit
@@ -139,7 +140,7 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
     now = timezone.now()
     saving = (purchase.retail_unit_price_cents - purchase.unit_price_cents) * purchase.quantity
     description = (
-        f"{purchase.quantity} credits at {format_cents(purchase.unit_price_cents)} each "
+        f"{credits_phrase(purchase.quantity)} at {format_cents(purchase.unit_price_cents)} each "
         f"(retail {format_cents(purchase.retail_unit_price_cents)}; "
         f"volume saving {format_cents(saving)})"
     )
@@ -344,13 +345,18 @@ def _uninvoiced_overages(closes: list[_OrgClose]) -> dict[int, list[_Overage]]:
     return found
 
 
+def credits_phrase(count: int) -> str:
+    """ "1 credit", "2 credits": documents say what they count in words that agree with it."""
+    return ngettext("%(count)d credit", "%(count)d credits", count) % {"count": count}
+
+
 def _overage_line_text(overage: _Overage, tz: ZoneInfo) -> str:
     if overage.assignment_id is None:  # pragma: no cover - overages belong to an assignment
-        return f"Overage of {overage.credits} credits"
+        return f"Overage of {credits_phrase(overage.credits)}"
     started = overage.created_at.astimezone(tz).date().isoformat()
     return (
         f"Overage: {overage.title} for {overage.employee} "
-        f"(started {started}, {overage.credit_cost} credits, "
+        f"(started {started}, {credits_phrase(overage.credit_cost)}, "
         f"{overage.credits} not covered by the balance)"
     )
 
