@@ -96,3 +96,27 @@ def test_billing_uniques_start_with_the_org_and_the_invoice_triggers_survive(org
             buyer_email="billing@example.com",
             due_at=receipt.due_at,
         )
+
+
+@pytest.mark.django_db
+def test_api_key_prefixes_stay_unique_across_orgs_through_their_lookup_table(
+    make_org, monkeypatch
+) -> None:
+    """The keys' own rule is per org (docs/scaling.md); the lookup table keeps a prefix
+    unique across orgs, which authentication by prefix needs."""
+    from learncredits.tenancy import services
+    from learncredits.tenancy.models import ApiKey, ApiKeyPrefix
+
+    assert ["org_id", "prefix"] in _unique_column_sets(ApiKey)
+    assert ["prefix"] not in _unique_column_sets(ApiKey)
+    first, second = make_org("First"), make_org("Second")
+    assert set(ApiKeyPrefix.objects.values_list("prefix", "org_id")) == set(
+        ApiKey.objects.values_list("prefix", "org_id")
+    )
+    assert first.balance()["available"] == second.balance()["available"] == 0
+
+    taken = ApiKey.objects.get(org__name="First").prefix
+    monkeypatch.setattr(services.secrets, "token_hex", lambda n: taken)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.create_api_key(ApiKey.objects.get(org__name="Second").org, name="clash")
+    assert ApiKey.objects.filter(prefix=taken).count() == 1

@@ -29,7 +29,13 @@ from learncredits.credits import sql
 from learncredits.credits.models import Balance
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
-from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
+from learncredits.tenancy.models import (
+    ApiKey,
+    ApiKeyPrefix,
+    Employee,
+    Membership,
+    Organization,
+)
 
 KEY_PREFIX = "lc"
 MAX_THRESHOLD = 1_000_000_000
@@ -200,6 +206,7 @@ def create_api_key(org: Organization, *, name: str, actor: str = "system") -> tu
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
+        ApiKeyPrefix.objects.create(prefix=prefix, org=org)
         key = ApiKey.objects.create(
             org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
         )
