@@ -199,7 +199,7 @@ def workers(tmp_path: Path, smtp: SmtpSink) -> Iterator[Workers]:
 
 
 @pytest.fixture
-def smtp(settings: Any) -> Iterator[SmtpSink]:
+def smtp() -> Iterator[SmtpSink]:
     sink = SmtpSink()
     sink.start()
     yield sink

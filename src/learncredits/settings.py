@@ -126,8 +126,8 @@ LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE = env.bool("LEARNCREDITS_WEBHOOK_ALLOW_PRIVAT
 LEARNCREDITS_RATE_LIMIT = env.str("LEARNCREDITS_RATE_LIMIT", default="6000/m")
 LEARNCREDITS_RATE_LIMIT_OPERATOR = env.str("LEARNCREDITS_RATE_LIMIT_OPERATOR", default="")
 REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
-# Options every option of Django's cache settings takes in upper case; django-environ hands
-# them over in lower case for Django's Redis backend, where Django would ignore them.
+# Django reads these cache settings in upper case (KEY_PREFIX ...); django-environ hands them
+# over from the URL in lower case for Django's Redis backend, where Django would ignore them.
 _CACHE_BASE_OPTIONS = ("key_prefix", "key_function", "timeout", "version")
 
 

@@ -7,7 +7,8 @@ Steps, each safe to crash in:
    events dispatched.
 2. ``send_due_emails`` / ``deliver_due_webhooks``: claim due rows for a lease (a short
    transaction), send outside any transaction, then record the outcome. A worker that dies
-   after claiming leaves the row to be taken over when the lease ends. Webhooks are
+   after claiming leaves the row to be taken over when the lease ends; one whose batch runs
+   long hands the unsent rest back before the lease ends (``_while_leased``). Webhooks are
    at-least-once with the same ``webhook-id`` on every attempt; an email is re-sent only if
    the worker died in the instant between the SMTP server accepting it and our commit, and
    carries a stable Message-ID so mail systems can drop that duplicate.
