@@ -476,3 +476,29 @@ def wait_until_serving(
             pass
         assert time.monotonic() < deadline, "the server did not come up"
         time.sleep(0.2)
+
+
+# --- services some process-starting tests need ------------------------------------------------
+
+REDIS_URL = os.environ.get("LEARNCREDITS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def redis_missing(url: str = REDIS_URL) -> str | None:
+    """Why the Redis tests cannot run here, or None when Redis answers PING at ``url``."""
+    try:
+        import redis
+    except ImportError:
+        return "the redis package is not installed"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"no Redis answering at {url} ({exc}); set LEARNCREDITS_TEST_REDIS_URL"
+    return None
+
+
+def skip_unless_required(reason: str, variable: str) -> None:
+    """Skip the test for a missing service, or fail it when ``variable`` is 1 (set by .ci/run):
+    in CI a missing service is a broken machine, not a test to leave out."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{variable}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)

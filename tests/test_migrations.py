@@ -31,3 +31,92 @@ def test_ledger_indexes_are_the_lean_ones_and_its_triggers_survive(org) -> None:
     org.buy(5)
     with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic():
         LedgerEntry.objects.update(reason="rewritten")
+
+
+def _unique_column_sets(model: type) -> list[list[str]]:
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    return [
+        info["columns"] for info in found.values() if info["unique"] and not info["primary_key"]
+    ]
+
+
+@pytest.mark.django_db
+def test_billing_uniques_start_with_the_org_and_the_invoice_triggers_survive(org) -> None:
+    """Invoice numbers and billed ledger entries are unique per org (what a table distributed
+    by org can enforce, docs/scaling.md); the migration that made them so rebuilt both
+    tables on SQLite and put their append-only triggers back."""
+    from learncredits.billing.models import Invoice, InvoiceLine
+
+    assert ["org_id", "number"] in _unique_column_sets(Invoice)
+    assert ["number"] not in _unique_column_sets(Invoice)
+    assert ["org_id", "ledger_entry_id"] in _unique_column_sets(InvoiceLine)
+    assert ["ledger_entry_id"] not in _unique_column_sets(InvoiceLine)
+
+    org.buy(5)
+    receipt = Invoice.objects.get(kind="purchase")
+    rewrites = [
+        lambda: Invoice.objects.update(buyer_name="rewritten"),
+        lambda: InvoiceLine.objects.update(description="rewritten"),
+    ]
+    for rewrite in rewrites:
+        with (
+            pytest.raises((IntegrityError, DatabaseError), match="append-only"),
+            transaction.atomic(),
+        ):
+            rewrite()
+
+    entry = LedgerEntry.objects.filter(org_id=receipt.org_id).first()
+    assert entry is not None
+
+    def line(position: int) -> InvoiceLine:
+        return InvoiceLine.objects.create(
+            org_id=receipt.org_id,
+            invoice=receipt,
+            position=position,
+            description="again",
+            quantity=1,
+            unit_price_cents=1,
+            amount_cents=1,
+            ledger_entry=entry,
+        )
+
+    with transaction.atomic():
+        line(90)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        line(91)  # the same entry billed twice
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invoice.objects.create(
+            org_id=receipt.org_id,
+            number=receipt.number,
+            kind="monthly",
+            period=receipt.period,
+            total_cents=0,
+            buyer_name="Acme",
+            buyer_email="billing@example.com",
+            due_at=receipt.due_at,
+        )
+
+
+@pytest.mark.django_db
+def test_api_key_prefixes_stay_unique_across_orgs_through_their_lookup_table(
+    make_org, monkeypatch
+) -> None:
+    """The keys' own rule is per org (docs/scaling.md); the lookup table keeps a prefix
+    unique across orgs, which authentication by prefix needs."""
+    from learncredits.tenancy import services
+    from learncredits.tenancy.models import ApiKey, ApiKeyPrefix
+
+    assert ["org_id", "prefix"] in _unique_column_sets(ApiKey)
+    assert ["prefix"] not in _unique_column_sets(ApiKey)
+    first, second = make_org("First"), make_org("Second")
+    assert set(ApiKeyPrefix.objects.values_list("prefix", "org_id")) == set(
+        ApiKey.objects.values_list("prefix", "org_id")
+    )
+    assert first.balance()["available"] == second.balance()["available"] == 0
+
+    taken = ApiKey.objects.get(org__name="First").prefix
+    monkeypatch.setattr(services.secrets, "token_hex", lambda n: taken)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        services.create_api_key(ApiKey.objects.get(org__name="Second").org, name="clash")
+    assert ApiKey.objects.filter(prefix=taken).count() == 1

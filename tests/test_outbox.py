@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage as MimeMessage
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -502,6 +503,37 @@ def test_a_worker_that_dies_after_claiming_loses_nothing(
         assert {(w.status, w.attempts) for w in WebhookDelivery.objects.all()} == {("succeeded", 1)}
     finally:
         receiver.close()
+
+
+def test_a_batch_that_would_outlast_its_lease_hands_the_rest_back_unsent(
+    org: OrgHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending is sequential: a batch of slow answers could outlast the lease, and another
+    worker would claim the rows not yet sent and send them too. The worker stops one
+    LEASE_MARGIN before the lease ends and hands the rest back, unsent and uncounted."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(delivery, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    # Never connected to: the sends below go through ``slow_post``.
+    url = "http://127.0.0.1:9/hooks"
+    ok(org.api.post(org.path("/webhooks"), {"url": url, "events": []}), 201)
+    for _ in range(3):
+        org.buy(1)  # purchase.paid and invoice.issued each time: six webhooks
+    dispatch_events()
+    sent: list[str] = []
+
+    def slow_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        sent.append(headers["webhook-id"])
+        clock["now"] += 60.0  # each answer just inside a minute
+        return 200
+
+    # Lease 5 min, margin 1 min: four sends fit before the cut, two are handed back.
+    assert delivery.deliver_due_webhooks(post=slow_post) == 4
+    rows = WebhookDelivery.objects.order_by("pk")
+    handed_back = [r for r in rows if r.status == "pending"]
+    assert [(r.attempts, r.claimed_until) for r in handed_back] == [(0, None)] * 2
+    assert delivery.deliver_due_webhooks(post=slow_post) == 2
+    assert len(sent) == len(set(sent)) == 6
+    assert {(r.status, r.attempts) for r in rows.all()} == {("succeeded", 1)}
 
 
 # --- real processes (PostgreSQL) ------------------------------------------------------------------

@@ -11,6 +11,7 @@ directory and does not depend on the working directory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from csp.constants import NONCE
@@ -124,8 +125,38 @@ LEARNCREDITS_WEBHOOK_ALLOW_PRIVATE = env.bool("LEARNCREDITS_WEBHOOK_ALLOW_PRIVAT
 # web processes share one budget.
 LEARNCREDITS_RATE_LIMIT = env.str("LEARNCREDITS_RATE_LIMIT", default="6000/m")
 LEARNCREDITS_RATE_LIMIT_OPERATOR = env.str("LEARNCREDITS_RATE_LIMIT_OPERATOR", default="")
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://learncredits")}
+REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
+# Django reads these cache settings in upper case (KEY_PREFIX ...); django-environ hands them
+# over from the URL in lower case for Django's Redis backend, where Django would ignore them.
+_CACHE_BASE_OPTIONS = ("key_prefix", "key_function", "timeout", "version")
+
+
+def _cache() -> dict[str, Any]:
+    """The cache named by ``CACHE_URL``; ``redis://`` (or ``rediss://``) is Django's own Redis
+    backend, whatever else is installed: django-environ would pick django-redis when that
+    happens to be importable, a different client with different options and errors.
+
+    Short socket timeouts unless the URL sets its own (``?socket_timeout=2``): only the
+    rate-limit counters live there and they fail open (api/auth.py), so a Redis that stops
+    answering must cost a request half a second, not a hung worker thread."""
+    url = env.str("CACHE_URL", default="locmemcache://learncredits")
+    if url.partition("://")[0] not in ("redis", "rediss"):
+        return env.cache_url_config(url)
+    config: dict[str, Any] = env.cache_url_config(url, backend=REDIS_CACHE_BACKEND)
+    for name in _CACHE_BASE_OPTIONS:
+        if name in config:
+            config[name.upper()] = config.pop(name)
+    options = config.setdefault("OPTIONS", {})
+    options.setdefault("socket_connect_timeout", 0.5)
+    options.setdefault("socket_timeout", 0.5)
+    return config
+
+
+CACHES = {"default": _cache()}
 RATELIMIT_USE_CACHE = "default"
+# A counter the cache could not read or write lets the request through (the API keeps
+# working through a cache outage); see check_rate in api/auth.py.
+RATELIMIT_FAIL_OPEN = True
 # How long an Idempotency-Key is remembered (docs/api.md: 24 hours).
 LEARNCREDITS_IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 

@@ -7,6 +7,8 @@ gets 403.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +23,7 @@ from learncredits.tenancy.models import Organization
 from learncredits.tenancy.services import Principal, authenticate_token, get_org
 
 _CACHE_ATTR = "_learncredits_principal"
+logger = logging.getLogger(__name__)
 
 
 def principal_for(request: HttpRequest) -> Principal | None:
@@ -43,18 +46,42 @@ class RateLimited(Exception):
         self.detail = f"too many requests for this key; retry after {self.retry_after} s"
 
 
+# While the cache does not answer, each process tries it again at most this often: the
+# requests in between skip the count instead of each waiting for the cache's timeout.
+CACHE_RETRY_SECONDS = 5.0
+_cache_unusable_until = 0.0
+
+
 def check_rate(request: HttpRequest, principal: Principal) -> None:
-    """Per-key request budget (django-ratelimit, on the configured cache)."""
+    """Per-key request budget (django-ratelimit, on the configured cache).
+
+    Fails open: when the cache (Redis, with ``CACHE_URL``) cannot be reached the request is
+    served uncounted and a warning is logged. The budget protects the service from one
+    runaway client; refusing every client's billing calls because the counter store is down
+    would turn a cache outage into an API outage. Sign-in throttling does not depend on the
+    cache (web/signin.py keeps its budgets in the database)."""
+    global _cache_unusable_until
     rate = (
         settings.LEARNCREDITS_RATE_LIMIT_OPERATOR
         if principal.is_operator
         else (settings.LEARNCREDITS_RATE_LIMIT)
     )
-    if not rate:
+    if not rate or time.monotonic() < _cache_unusable_until:
         return
-    usage = get_usage(
-        request, group="api", key=lambda _g, _r: principal.label, rate=rate, increment=True
-    )
+    try:
+        usage = get_usage(
+            request, group="api", key=lambda _g, _r: principal.label, rate=rate, increment=True
+        )
+    except Exception as exc:  # the client library's own errors: connection, timeout, protocol
+        _cache_unusable_until = time.monotonic() + CACHE_RETRY_SECONDS
+        logger.warning(
+            "rate limit not counted: the cache did not answer (%s: %s); requests go "
+            "uncounted for %.0f s",
+            type(exc).__name__,
+            exc,
+            CACHE_RETRY_SECONDS,
+        )
+        return
     if usage is not None and usage["should_limit"]:
         raise RateLimited(int(usage["time_left"]))
 

@@ -3,7 +3,10 @@
 An invoice and its lines are never updated or deleted (database triggers refuse it, see
 migration 0002); what changes over an invoice's life, its payment, is a separate append-only
 ``InvoicePayment`` row per collection attempt, and the status is derived from those rows.
-Each overage ledger entry is invoiced at most once: ``InvoiceLine.ledger_entry`` is unique.
+Each overage ledger entry is invoiced at most once: a line's ``(org, ledger_entry)`` is unique.
+
+Uniqueness rules start with ``org_id`` (docs/scaling.md: a table distributed by org can only
+enforce those); an entry belongs to one org, so unique per org is unique.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ class Invoice(models.Model):
         CREDIT_NOTE = "credit_note"
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="invoices")
-    number = models.CharField(max_length=32, unique=True)
+    # Unique per org in the schema; across orgs the gapless yearly sequence (InvoiceSequence,
+    # CreditNoteSequence) hands each number out once, so it is unique overall too.
+    number = models.CharField(max_length=32)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # The billing period (YYYY-MM, org time zone): the overage month, or the purchase's month.
     period = models.CharField(max_length=7)
@@ -73,6 +78,7 @@ class Invoice(models.Model):
     class Meta:
         indexes = [models.Index(fields=["org", "-id"], name="invoice_org_id")]
         constraints = [
+            models.UniqueConstraint(fields=["org", "number"], name="invoice_number_unique"),
             # Invoices are never negative; credit notes never positive.
             models.CheckConstraint(
                 condition=Q(kind="credit_note", total_cents__lte=0)
@@ -112,8 +118,9 @@ class InvoiceLine(models.Model):
     assignment = models.ForeignKey(
         Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    # The overage entry this line bills; unique, so no overage is ever billed twice.
-    ledger_entry = models.OneToOneField(
+    # The overage entry this line bills; unique with the org (``line_bills_entry_once``), so
+    # no overage is ever billed twice.
+    ledger_entry = models.ForeignKey(
         LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="invoice_line"
     )
     # On a credit note: the line it credits. An overage line (one with an assignment) can be
@@ -127,6 +134,7 @@ class InvoiceLine(models.Model):
         ordering = ["position"]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="line_position_unique"),
+            models.UniqueConstraint(fields=["org", "ledger_entry"], name="line_bills_entry_once"),
             models.UniqueConstraint(
                 fields=["credits_line"],
                 condition=Q(assignment__isnull=False, credits_line__isnull=False),

@@ -8,7 +8,8 @@ Steps, each safe to crash in:
    top-up), and mark the events dispatched.
 2. ``send_due_emails`` / ``deliver_due_webhooks``: claim due rows for a lease (a short
    transaction), send outside any transaction, then record the outcome. A worker that dies
-   after claiming leaves the row to be taken over when the lease ends. Webhooks are
+   after claiming leaves the row to be taken over when the lease ends; one whose batch runs
+   long hands the unsent rest back before the lease ends (``_while_leased``). Webhooks are
    at-least-once with the same ``webhook-id`` on every attempt; an email is re-sent only if
    the worker died in the instant between the SMTP server accepting it and our commit, and
    carries a stable Message-ID so mail systems can drop that duplicate.
@@ -24,10 +25,11 @@ import logging
 import random
 import re
 import socket
+import time
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -45,6 +47,10 @@ from learncredits.notify.models import Delivery, EmailMessage, WebhookDelivery, 
 
 logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
+# A worker stops sending its claimed batch this long before the lease ends and hands the
+# rest back: longer than one send may take (a webhook times out after 10 s), so that no row
+# is still being sent when its lease runs out and another worker may claim it.
+LEASE_MARGIN = timedelta(minutes=1)
 D = TypeVar("D", bound=Delivery)
 
 
@@ -108,6 +114,29 @@ def _claim(queryset: QuerySet[D], now: datetime, limit: int) -> list[D]:
     return rows
 
 
+def _while_leased(rows: list[D]) -> Iterator[D]:
+    """The claimed rows, one by one, while their lease has time left; the rest are handed
+    back unsent (their lease cleared, no attempt counted) for the next pass of any worker.
+
+    Why: sending is sequential, and a batch of slow endpoints (each answering just inside
+    its timeout) can outlast the lease. Another worker would then claim the rows not yet
+    sent and both would send them, and record attempts over each other."""
+    deadline = time.monotonic() + (LEASE - LEASE_MARGIN).total_seconds()
+    for index, row in enumerate(rows):
+        if time.monotonic() >= deadline:
+            rest = [r.pk for r in rows[index:]]
+            type(row).objects.filter(pk__in=rest, status=Delivery.Status.PENDING).update(  # type: ignore[attr-defined]
+                claimed_until=None
+            )
+            logger.warning(
+                "%s: %d claimed rows handed back unsent, the lease is ending",
+                type(row).__name__,
+                len(rest),
+            )
+            return
+        yield row
+
+
 def _backoff(attempts: int, schedule: Sequence[float]) -> timedelta:
     """The delay before the next attempt: the schedule's step, with +-20% jitter."""
     base = schedule[min(attempts - 1, len(schedule) - 1)]
@@ -151,7 +180,7 @@ def send_due_emails(now: datetime | None = None, limit: int = 50) -> int:
     now = now or timezone.now()
     schedule = list(settings.LEARNCREDITS_EMAIL_RETRY_SECONDS)
     sent = 0
-    for message in _claim(EmailMessage.objects.all(), now, limit):
+    for message in _while_leased(_claim(EmailMessage.objects.all(), now, limit)):
         error = None
         try:
             mail = EmailMultiAlternatives(
@@ -413,7 +442,7 @@ def deliver_due_webhooks(
     schedule = list(settings.LEARNCREDITS_WEBHOOK_RETRY_SECONDS)
     delivered = 0
     claimed = _claim(WebhookDelivery.objects.select_related("endpoint", "event"), now, limit)
-    for delivery in claimed:
+    for delivery in _while_leased(claimed):
         endpoint = delivery.endpoint
         status: int | None = None
         if not endpoint.active or endpoint.deleted_at is not None:

@@ -59,16 +59,36 @@ class ApiKey(models.Model):
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="api_keys")
     name = models.CharField(max_length=200)
-    # Public lookup part of the key (``lc_<prefix>_<secret>``), unique across all orgs.
-    prefix = models.CharField(max_length=16, unique=True)
+    # Public lookup part of the key (``lc_<prefix>_<secret>``): unique across all orgs through
+    # ApiKeyPrefix, unique with the org here (what a table distributed by org can enforce).
+    prefix = models.CharField(max_length=16, db_index=True)
     secret_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=dj_timezone.now)
     # Updated at most once a minute, so authentication does not write on every request.
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "prefix"], name="apikey_prefix_unique_per_org"),
+        ]
+
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
+
+
+class ApiKeyPrefix(models.Model):
+    """Every API key prefix issued, with its org: the one place a prefix is unique across
+    orgs. Authentication finds a key by its prefix before it knows the org, so two keys must
+    never share one; under sharding by org (docs/scaling.md) this small table stays on the
+    coordinator while the keys are distributed, hence no database foreign key to the org.
+    Written in the key's creating transaction; rows are never removed (a revoked key keeps
+    its prefix, so it is never issued again)."""
+
+    prefix = models.CharField(max_length=16, primary_key=True)
+    org = models.ForeignKey(
+        Organization, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
 
 
 class Membership(models.Model):

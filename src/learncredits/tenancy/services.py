@@ -30,7 +30,13 @@ from learncredits.audit import trail as audit
 from learncredits.db import routing, store
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
-from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
+from learncredits.tenancy.models import (
+    ApiKey,
+    ApiKeyPrefix,
+    Employee,
+    Membership,
+    Organization,
+)
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "lc"
@@ -203,6 +209,7 @@ def create_api_key(org: Organization, *, name: str, actor: str = "system") -> tu
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
+        ApiKeyPrefix.objects.create(prefix=prefix, org=org)
         key = ApiKey.objects.create(
             org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
         )
