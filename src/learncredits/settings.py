@@ -141,7 +141,7 @@ def _cache() -> dict[str, Any]:
     answering must cost a request half a second, not a hung worker thread."""
     url = env.str("CACHE_URL", default="locmemcache://learncredits")
     if url.partition("://")[0] not in ("redis", "rediss"):
-        return env.cache_url_config(url)
+        return dict(env.cache_url_config(url))
     config: dict[str, Any] = env.cache_url_config(url, backend=REDIS_CACHE_BACKEND)
     for name in _CACHE_BASE_OPTIONS:
         if name in config:

@@ -356,7 +356,7 @@ def _overage_line_text(overage: _Overage, tz: ZoneInfo) -> str:
     started = overage.created_at.astimezone(tz).date().isoformat()
     return (
         f"Overage: {overage.title} for {overage.employee} "
-        f"(started {started}, {credits_phrase(overage.credit_cost)}, "
+        f"(started {started}, {credits_phrase(overage.credit_cost or 0)}, "
         f"{overage.credits} not covered by the balance)"
     )
 
