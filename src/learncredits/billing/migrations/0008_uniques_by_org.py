@@ -23,7 +23,7 @@ def _recreate_triggers(apps, editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("billing", "0007_invoice_tax_checks"),
-        ("credits", "0010_balance_matches_ledger"),
+        ("credits", "0011_balance_matches_ledger"),
         ("tenancy", "0005_organization_tax_profile"),
     ]
 
