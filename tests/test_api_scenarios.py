@@ -1064,6 +1064,9 @@ def test_the_ledger_downloads_as_csv(org, operator, make_content):
         "reason",
         "created_at",
     ]
+    # The CSV (credits/ledger_export.py) and the JSON entry (api/schemas.py) are written in two
+    # layers: the same fields, in the same order.
+    assert rows[0] == list(entries[0])
     assert len(rows) == 1 + len(entries) == 5
     by_id = {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
     assert set(by_id) == {e["id"] for e in entries}
