@@ -7,6 +7,7 @@ still empty the tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -48,3 +49,15 @@ def drop(schema_editor: Any, tables: list[str]) -> None:
         elif vendor == "sqlite":
             for op in ("update", "delete"):
                 schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_no_{op};")
+
+
+def recreated(tables: list[str]) -> Callable[[Any, Any], None]:
+    """A migration step (for ``RunPython``) that puts the tables' triggers back: Django's
+    SQLite editor rebuilds a table for many changes and silently drops its triggers, so a
+    migration that changes an append-only table runs this after (and, reversed, before)."""
+
+    def recreate(apps: Any, schema_editor: Any) -> None:
+        drop(schema_editor, tables)
+        create(schema_editor, tables)
+
+    return recreate

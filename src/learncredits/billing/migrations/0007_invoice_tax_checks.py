@@ -12,9 +12,7 @@ from learncredits.db import append_only
 TABLES = ["billing_invoice", "billing_invoiceline"]
 
 
-def _recreate_triggers(apps, editor):
-    append_only.drop(editor, TABLES)
-    append_only.create(editor, TABLES)
+_recreate_triggers = append_only.recreated(TABLES)
 
 
 class Migration(migrations.Migration):
