@@ -30,7 +30,35 @@ class Organization(models.Model):
     tax_region = models.CharField(max_length=3, blank=True, default="")
     tax_id = models.CharField(max_length=40, blank=True, default="")
     tax_exempt = models.BooleanField(default=False)
+    # Assignments still unstarted this many days after they were made are released by the
+    # worker (actor ``system:aging``), the admins being told seven days before; null: never.
+    release_unstarted_after_days = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=dj_timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Department(models.Model):
+    """A part of an org with, optionally, a budget of credits per budget year.
+
+    The budget counts the credits committed to the department's employees (assigned plus
+    consumed) since the start of the current budget year, which begins each year on
+    ``budget_year_start`` (``MM-DD``) in the org's time zone. Null budget: no limit.
+    """
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="departments")
+    name = models.CharField(max_length=200)
+    budget_credits = models.PositiveIntegerField(null=True, blank=True)
+    budget_year_start = models.CharField(max_length=5, default="01-01")
+    # The identity provider's id for the group it provisions as this department (SCIM).
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], name="department_name_unique_per_org"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -42,12 +70,23 @@ class Employee(models.Model):
     # Stored lower-cased so that uniqueness and xAPI mbox matching ignore case.
     email = models.EmailField(max_length=254)
     active = models.BooleanField(default=True)
+    # At most one department; null when the employee belongs to none.
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="employees"
+    )
+    # The identity provider's id for the user provisioned as this employee (SCIM).
+    external_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(default=dj_timezone.now)
     deactivated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["org", "email"], name="employee_email_unique_per_org"),
+            models.UniqueConstraint(
+                fields=["org", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="employee_external_id_unique_per_org",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -95,7 +134,11 @@ class Membership(models.Model):
     """A sign-in account's role in one organization; a learner is tied to an employee."""
 
     class Role(models.TextChoices):
+        # What each role may do is decided in one table (docs/identity.md).
+        OWNER = "owner"
         ADMIN = "admin"
+        BILLING = "billing"
+        MANAGER = "manager"
         LEARNER = "learner"
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="memberships")
@@ -104,13 +147,19 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     employee = models.ForeignKey(Employee, null=True, blank=True, on_delete=models.PROTECT)
+    # The departments a manager manages (empty for every other role).
+    departments = models.ManyToManyField(Department, blank=True, related_name="managers")
     created_at = models.DateTimeField(default=dj_timezone.now)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(role="admin") | models.Q(employee__isnull=False),
+                condition=~models.Q(role="learner") | models.Q(employee__isnull=False),
                 name="membership_learner_has_employee",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(role__in=["owner", "admin", "billing", "manager", "learner"]),
+                name="membership_role_known",
             ),
         ]
 
