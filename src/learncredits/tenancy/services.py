@@ -51,6 +51,10 @@ class Principal:
     label: str
     # The key's organization, read with the key (saves a query on every org-scoped call).
     org: Organization | None = dataclass_field(default=None, compare=False, repr=False)
+    # What the caller may do inside its org (a Membership.Role value; "operator" for the
+    # operator). A manager acts only for employees of ``department_ids``, within budget.
+    role: str = "admin"
+    department_ids: frozenset[int] = frozenset()
 
     @property
     def is_operator(self) -> bool:
@@ -61,7 +65,7 @@ class Principal:
         return "operator" if self.org_id is None else f"org_{self.org_id}"
 
 
-OPERATOR = Principal(org_id=None, label="operator")
+OPERATOR = Principal(org_id=None, label="operator", role="operator")
 
 
 def _clean_email(email: str, field: str) -> str:
