@@ -120,3 +120,63 @@ def test_api_key_prefixes_stay_unique_across_orgs_through_their_lookup_table(
     with pytest.raises(IntegrityError), transaction.atomic():
         services.create_api_key(ApiKey.objects.get(org__name="Second").org, name="clash")
     assert ApiKey.objects.filter(prefix=taken).count() == 1
+
+
+# Uniques that stay on their own column, and why (docs/scaling.md, section 4): an account
+# belongs to one org, and the accounts stay local to the coordinator with Django's auth.
+UNIQUE_WITHOUT_THE_ORG = {("tenancy_membership", ("user_id",))}
+
+
+@pytest.mark.django_db
+def test_every_unique_rule_of_an_org_owned_table_includes_the_org(org) -> None:
+    """What a table distributed by org_id (Citus) can enforce: every unique constraint and
+    unique index of a table with an ``org`` column includes ``org_id``, partial ones too."""
+    from django.apps import apps
+
+    checked: list[str] = []
+    offending: list[tuple[str, tuple[str, ...]]] = []
+    for model in apps.get_models():
+        if not any(f.name == "org" and f.is_relation for f in model._meta.concrete_fields):
+            continue
+        table = model._meta.db_table
+        checked.append(table)
+        for columns in _unique_column_sets(model):
+            if "org_id" not in columns and (table, tuple(columns)) not in UNIQUE_WITHOUT_THE_ORG:
+                offending.append((table, tuple(columns)))
+    assert {"billing_invoice", "billing_refund", "credits_creditlot"} <= set(checked)
+    assert offending == [], offending
+
+
+@pytest.mark.django_db
+def test_one_receipt_and_one_lot_per_purchase_hold_with_the_org_in_the_rule(org) -> None:
+    """The links that were one-to-one still admit one row each: the rule includes the org,
+    and a receipt or lot always shares its purchase's org."""
+    from learncredits.billing.models import Invoice
+    from learncredits.credits.models import CreditLot
+
+    assert ["org_id", "purchase_id"] in _unique_column_sets(Invoice)
+    assert ["org_id", "purchase_id"] in _unique_column_sets(CreditLot)
+    org.buy(5)
+    receipt = Invoice.objects.get(kind="purchase")
+    lot = CreditLot.objects.get(purchase=receipt.purchase)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invoice.objects.create(
+            org_id=receipt.org_id,
+            number=receipt.number + "-2",
+            kind="purchase",
+            purchase=receipt.purchase,
+            period=receipt.period,
+            total_cents=0,
+            buyer_name="Acme",
+            buyer_email="billing@example.com",
+            due_at=receipt.due_at,
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CreditLot.objects.create(
+            org_id=lot.org_id,
+            kind=lot.kind,
+            purchase=lot.purchase,
+            quantity=1,
+            remaining=1,
+            unit_price_cents=lot.unit_price_cents,
+        )

@@ -325,7 +325,7 @@ def post_purchase(
 @api.get("/orgs/{org_id}/purchases", response=responses(200, s.PurchasePage), tags=["purchases"])
 def list_purchases(request: HttpRequest, org_id: str, params: Query[ListParams]) -> s.Page:
     org = org_for(request, org_id)
-    return paginate(Purchase.objects.filter(org=org).select_related("receipt"), params)
+    return paginate(Purchase.objects.filter(org=org).prefetch_related("receipts"), params)
 
 
 @api.get(

@@ -396,11 +396,9 @@ class PurchaseOut(Schema):
 
     @staticmethod
     def resolve_invoice_id(purchase: Purchase) -> int | None:
-        """The receipt, issued once the purchase is paid."""
-        try:
-            return purchase.receipt.pk
-        except Purchase.receipt.RelatedObjectDoesNotExist:
-            return None
+        """The receipt, issued once the purchase is paid (prefetched for lists)."""
+        receipts = list(purchase.receipts.all())
+        return receipts[0].pk if receipts else None
 
     @staticmethod
     def resolve_next_action(purchase: Purchase) -> NextAction | None:

@@ -134,6 +134,11 @@ def invoice_status(invoice: Invoice, *, now: datetime | None = None) -> str:
 # --- receipts --------------------------------------------------------------------------------
 
 
+def receipt_of(purchase: Purchase) -> Invoice:
+    """A paid purchase's receipt (issued in the transaction that marked it paid)."""
+    return Invoice.objects.get(org_id=purchase.org_id, purchase=purchase)
+
+
 def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
     """The receipt of a paid purchase, paid at issue. Call in the transaction that marks the
     purchase paid (the org's balance is locked), so a purchase has its receipt or neither."""

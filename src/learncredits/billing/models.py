@@ -65,8 +65,10 @@ class Invoice(models.Model):
     # ``{"country", "region", "tax_id", "exempt"}`` (empty when the org had no tax profile).
     seller = models.JSONField(default=dict)
     buyer = models.JSONField(default=dict)
-    purchase = models.OneToOneField(
-        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="receipt"
+    # One receipt per purchase (``receipt_per_purchase``, unique with the org: a table
+    # distributed by org_id can only enforce that, and a receipt shares its purchase's org).
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="receipts"
     )
     # A credit note's credited invoice (a receipt or a monthly invoice); None otherwise.
     credits_invoice = models.ForeignKey(
@@ -79,6 +81,7 @@ class Invoice(models.Model):
         indexes = [models.Index(fields=["org", "-id"], name="invoice_org_id")]
         constraints = [
             models.UniqueConstraint(fields=["org", "number"], name="invoice_number_unique"),
+            models.UniqueConstraint(fields=["org", "purchase"], name="receipt_per_purchase"),
             # Invoices are never negative; credit notes never positive.
             models.CheckConstraint(
                 condition=Q(kind="credit_note", total_cents__lte=0)
@@ -133,10 +136,12 @@ class InvoiceLine(models.Model):
     class Meta:
         ordering = ["position"]
         constraints = [
-            models.UniqueConstraint(fields=["invoice", "position"], name="line_position_unique"),
+            models.UniqueConstraint(
+                fields=["org", "invoice", "position"], name="line_position_unique"
+            ),
             models.UniqueConstraint(fields=["org", "ledger_entry"], name="line_bills_entry_once"),
             models.UniqueConstraint(
-                fields=["credits_line"],
+                fields=["org", "credits_line"],
                 condition=Q(assignment__isnull=False, credits_line__isnull=False),
                 name="line_credited_once",
             ),
@@ -165,7 +170,7 @@ class InvoiceTaxLine(models.Model):
         ordering = ["position"]
         constraints = [
             models.UniqueConstraint(
-                fields=["invoice", "position"], name="tax_line_position_unique"
+                fields=["org", "invoice", "position"], name="tax_line_position_unique"
             ),
             models.CheckConstraint(
                 condition=Q(rate_bps__gte=0, rate_bps__lte=10_000), name="tax_line_rate_range"
@@ -228,9 +233,11 @@ class InvoicePayment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["invoice", "attempt"], name="payment_attempt_unique"),
             models.UniqueConstraint(
-                fields=["invoice"], condition=Q(approved=True), name="payment_one_approval"
+                fields=["org", "invoice", "attempt"], name="payment_attempt_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["org", "invoice"], condition=Q(approved=True), name="payment_one_approval"
             ),
         ]
 
@@ -325,9 +332,11 @@ class InvoiceCharge(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["invoice", "attempt"], name="charge_attempt_unique"),
             models.UniqueConstraint(
-                fields=["invoice"], condition=Q(status="pending"), name="charge_one_pending"
+                fields=["org", "invoice", "attempt"], name="charge_attempt_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["org", "invoice"], condition=Q(status="pending"), name="charge_one_pending"
             ),
         ]
 
@@ -360,7 +369,8 @@ class Refund(models.Model):
     purchase = models.ForeignKey(
         Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds"
     )
-    credit_note = models.OneToOneField(Invoice, on_delete=models.PROTECT, related_name="refund")
+    # One refund per credit note (``refund_per_credit_note``, unique with the org).
+    credit_note = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="refunds")
     credits = models.BigIntegerField(default=0)  # credits taken back (purchase refunds)
     amount_cents = models.BigIntegerField()
     currency = models.CharField(max_length=3, default="USD")
@@ -380,6 +390,7 @@ class Refund(models.Model):
             models.UniqueConstraint(
                 fields=["org", "idempotency_key"], name="refund_idempotency_key_unique"
             ),
+            models.UniqueConstraint(fields=["org", "credit_note"], name="refund_per_credit_note"),
             models.CheckConstraint(
                 condition=Q(amount_cents__gte=0, credits__gte=0), name="refund_amounts_nonneg"
             ),

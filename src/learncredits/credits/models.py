@@ -100,8 +100,9 @@ class CreditLot(models.Model):
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="lots")
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    purchase = models.OneToOneField(
-        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="lot"
+    # A purchase makes one lot (``lot_per_purchase``, unique with the org).
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="lots"
     )
     quantity = models.BigIntegerField()
     remaining = models.BigIntegerField()
@@ -119,6 +120,7 @@ class CreditLot(models.Model):
                 name="lot_remaining_within_quantity",
             ),
             models.CheckConstraint(condition=Q(unit_price_cents__gte=0), name="lot_price_nonneg"),
+            models.UniqueConstraint(fields=["org", "purchase"], name="lot_per_purchase"),
         ]
 
 

@@ -56,7 +56,7 @@ class EmailMessage(Delivery):
         ]
         constraints = [
             # One email per event and kind: dispatching an event twice cannot send twice.
-            models.UniqueConstraint(fields=["event", "kind"], name="email_once_per_event"),
+            models.UniqueConstraint(fields=["org", "event", "kind"], name="email_once_per_event"),
         ]
 
 
@@ -95,7 +95,9 @@ class WebhookDelivery(Delivery):
             models.Index(fields=["endpoint", "-id"], name="webhook_endpoint_id"),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["endpoint", "event"], name="webhook_once_per_event"),
+            models.UniqueConstraint(
+                fields=["org", "endpoint", "event"], name="webhook_once_per_event"
+            ),
         ]
 
     @property

@@ -22,6 +22,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from learncredits.billing import payment_methods, purchases, stripe_provider
+from learncredits.billing.invoicing import receipt_of
 from learncredits.billing.payments import get_provider
 from learncredits.credits.models import Purchase
 from learncredits.domain.errors import DomainError
@@ -50,7 +51,7 @@ def _authenticated(request: HttpRequest, intent_id: str) -> HttpResponse:
         purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
         messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=purchase.receipt.pk)
+        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
     if purchase.status == Purchase.Status.FAILED:
         messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
         return redirect("web:buy")

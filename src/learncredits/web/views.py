@@ -30,7 +30,7 @@ from learncredits import ids
 from learncredits.billing import auto_top_up, purchases, reports
 from learncredits.billing import tax as billing_tax
 from learncredits.billing.documents import invoice_page, invoice_pdf
-from learncredits.billing.invoicing import with_status
+from learncredits.billing.invoicing import receipt_of, with_status
 from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
@@ -188,7 +188,7 @@ def buy(request: HttpRequest) -> HttpResponse:
             messages.info(request, "The payment is being processed; the credits follow shortly.")
             return redirect("web:billing")
         messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=purchase.receipt.pk)
+        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
     context = _quote_context(_org(request), request.GET.get("quantity"))
     context["book"] = current_price_book()
     context["has_tax_profile"] = billing_tax.profile_of(_org(request)) is not None
@@ -214,7 +214,7 @@ def test_authenticate(request: HttpRequest, intent_id: str) -> HttpResponse:
     purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
         messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=purchase.receipt.pk)
+        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
     messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
     return redirect("web:buy")
 
@@ -626,9 +626,7 @@ def _billing_page(
             "ledger_paged": before is not None,
             "entry_type": entry_type,
             "entry_types": LedgerEntry.Type.values,
-            "purchases": Purchase.objects.filter(org=org)
-            .select_related("receipt")
-            .order_by("-pk")[:20],
+            "purchases": Purchase.objects.filter(org=org).order_by("-pk")[:20],
             "invoices": invoices,
             "forecast": reports.forecast(org),
             "rule": AutoTopUp.objects.filter(org=org).first(),
