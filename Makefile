@@ -31,8 +31,8 @@ run: $(STAMP) $(KEY_FILE) ## install, migrate, create the demo org on first run,
 test: $(STAMP) ## install and run the whole test suite on SQLite and on PostgreSQL (at once on two or more cores)
 	$(BIN)/python scripts/run_tests.py
 
-test-fast: $(STAMP) ## while working: SQLite, no browsers, no process-starting or long fuzz tests
-	$(BIN)/python scripts/run_tests.py --only sqlite -m "not browser and not slow"
+test-fast: $(STAMP) ## while working: SQLite, no browsers, no process-starting or long fuzz tests, spread over the cores
+	$(BIN)/python scripts/run_tests.py --only sqlite -m "not browser and not slow" -n auto --dist loadfile
 
 test-sqlite: $(STAMP) ## the suite on SQLite only
 	$(BIN)/python scripts/run_tests.py --only sqlite
