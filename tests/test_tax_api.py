@@ -461,3 +461,87 @@ def test_bad_seller_details_are_refused(taxes, operator, seller, says):
     body = refused(operator.put("/seller", seller), 422, "validation_error")
     assert says in str(body), body
     assert tax_state() == before
+
+
+# --- the tax report, audited further ---------------------------------------------------------
+
+
+def test_tax_report_nets_credit_notes_and_its_csv_says_the_same(taxes, make_org, operator):
+    """A refund's credit note takes its tax off the jurisdiction's row (and its net off the
+    untaxed sales); the CSV carries exactly the JSON's figures."""
+    with at(utc(2026, 5, 20)):
+        for kind in ("domestic business", "EU business elsewhere"):
+            org = taxed_org(make_org, KINDS[kind][0])
+            bought = org.buy(10)
+            ok(
+                org.operator.post(
+                    org.path(f"/purchases/{bought['id']}/refund"),
+                    {"credits": 4, "reason": "unused"},
+                ),
+                201,
+            )
+        report = ok(operator.get("/tax/report", period="2026-05"))
+        csv_response = operator.get("/tax/report", period="2026-05", format="csv")
+    assert [
+        (r["country"], r["region"], r["name"], r["rate_bps"], r["taxable_cents"], r["tax_cents"])
+        for r in report["rows"]
+    ] == [("DE", None, "VAT", 1600, 6000, 960)]
+    assert report["rows"][0]["documents"] == 2  # the receipt and its credit note
+    assert report["tax_cents"] == 960
+    assert [
+        (u["treatment"], u["country"], u["net_cents"], u["documents"]) for u in report["untaxed"]
+    ] == [("reverse_charge", "FR", 6000, 2)]
+    assert csv_response.headers["Content-Type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(csv_response.raw.decode()))) == [
+        [
+            "period",
+            "kind",
+            "country",
+            "region",
+            "name",
+            "rate_bps",
+            "net_cents",
+            "tax_cents",
+            "documents",
+        ],
+        ["2026-05", "taxed", "DE", "", "VAT", "1600", "6000", "960", "2"],
+        ["2026-05", "reverse_charge", "FR", "", "", "0", "6000", "0", "2"],
+    ]
+    # Another month has nothing.
+    assert ok(operator.get("/tax/report", period="2026-04")) == {
+        "period": "2026-04",
+        "currency": "USD",
+        "tax_cents": 0,
+        "rows": [],
+        "untaxed": [],
+    }
+
+
+def test_a_document_whose_tax_rounds_to_nothing_is_reported_once(taxes, make_org, operator):
+    """Two credits at one cent, at 16%, are 0.32 cents of VAT: a tax line of nothing. The
+    sale is taxed (at a rate that rounded away), not an untaxed sale: it is counted once."""
+    ok(
+        operator.put(
+            "/pricing",
+            {"retail_unit_price_cents": 1, "tiers": [{"min_quantity": 1, "unit_price_cents": 1}]},
+        )
+    )
+    with at(utc(2026, 5, 20)):
+        org = taxed_org(make_org, KINDS["domestic business"][0])
+        bought = org.buy(2)
+        receipt = ok(org.api.get(org.path(f"/invoices/{bought['invoice_id']}")))
+        report = ok(operator.get("/tax/report", period="2026-05"))
+    assert tax_lines(receipt) == [("VAT", 1600, 0)]
+    assert [(r["taxable_cents"], r["tax_cents"]) for r in report["rows"]] == [(2, 0)]
+    assert report["untaxed"] == []
+
+
+def test_every_put_of_the_rates_is_a_new_version_and_the_old_one_is_kept(taxes, operator):
+    first = ok(operator.get("/tax/rates"))
+    second = ok(operator.put("/tax/rates", {"rates": RATES[:1]}))
+    assert second["version"] > first["version"]
+    assert ok(operator.get("/tax/rates")) == second
+    assert len(second["rates"]) == 1
+    # The earlier version is history, kept as it was.
+    kept = TaxRateEntry.objects.filter(table_id=first["version"]).count()
+    assert kept == len(RATES)
