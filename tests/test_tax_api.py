@@ -15,6 +15,7 @@ import pypdf
 import pytest
 from django.db.models import Sum
 
+from learncredits.billing.auto_top_up import run_auto_top_up
 from learncredits.billing.collection import collect_invoice
 from learncredits.billing.models import (
     Invoice,
@@ -545,3 +546,71 @@ def test_every_put_of_the_rates_is_a_new_version_and_the_old_one_is_kept(taxes, 
     # The earlier version is history, kept as it was.
     kept = TaxRateEntry.objects.filter(table_id=first["version"]).count()
     assert kept == len(RATES)
+
+
+def test_an_auto_top_up_charges_the_total_with_tax(taxes, make_org):
+    """The worker's purchases are taxed like the customer's own: the card pays the tax."""
+    with at(utc(2026, 5, 20)):
+        org = taxed_org(make_org, KINDS["EU consumer"][0])  # French VAT, 20%
+        rule = {
+            "enabled": True,
+            "below_available": 5,
+            "quantity": 10,
+            "max_purchases_per_month": 3,
+            "max_credits_per_month": 1000,
+        }
+        ok(org.api.put(org.path("/auto-top-up"), rule))
+        before = charged_cents()
+        assert run_auto_top_up(pk("org", org.id)) == "bought 10"
+        assert charged_cents() - before == 10000 + 2000
+        (bought,) = ok(org.api.get(org.path("/purchases")))["data"]
+        receipt = ok(org.api.get(org.path(f"/invoices/{bought['invoice_id']}")))
+    assert (bought["tax_cents"], bought["total_with_tax_cents"]) == (2000, 12000)
+    assert tax_lines(receipt) == [("VAT", 2000, 2000)]
+    assert receipt["total_cents"] == 12000
+
+
+def test_refunding_a_receipt_piece_by_piece_never_gives_back_more_than_was_charged(
+    operator, make_org
+):
+    """$31.50 at 5% is $1.575 of tax, charged as $1.58. Three refunds of a third each,
+    each rounded on its own (52.5 cents up to 53), would give back $1.59, a cent more than
+    was charged; taken cumulatively they give back 53, 52 and 53 cents: exactly what was
+    charged, as the provider's own records show."""
+    ok(
+        operator.put(
+            "/pricing",
+            {
+                "retail_unit_price_cents": 1050,
+                "tiers": [{"min_quantity": 1, "unit_price_cents": 1050}],
+            },
+        )
+    )
+    ny = [
+        {
+            "country": "US",
+            "region": "NY",
+            "name": "Sales tax",
+            "rate_bps": 500,
+            "effective_from": "2020-01-01",
+        }
+    ]
+    ok(operator.put("/tax/rates", {"rates": ny}))
+    org = taxed_org(make_org, {"country": "US", "region": "NY"})
+    before_charged, before_refunded = charged_cents(), refunded_cents()
+    bought = org.buy(3)
+    assert (bought["tax_cents"], bought["total_with_tax_cents"]) == (158, 3308)
+    notes = [
+        ok(
+            org.operator.post(
+                org.path(f"/purchases/{bought['id']}/refund"), {"credits": 1, "reason": "unused"}
+            ),
+            201,
+        )
+        for _ in range(3)
+    ]
+    assert [n["tax_cents"] for n in notes] == [-53, -52, -53]
+    for note in notes:
+        assert_adds_up(note)
+    assert 3308 + sum(n["total_cents"] for n in notes) == 0
+    assert charged_cents() - before_charged == refunded_cents() - before_refunded == 3308
