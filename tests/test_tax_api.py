@@ -273,6 +273,16 @@ def test_monthly_invoice_and_its_credit_note_for_each_kind_of_buyer(
     assert refunded_cents() - back == -note["total_cents"]
     assert note["reverse_charge"] is (treatment == "reverse_charge")
 
+    # The statements: the overage money of May is net; the tax is counted when its documents
+    # were issued (the invoice and its credit note, both in June), for the org and in the
+    # operator's sum.
+    may = ok(org.api.get(org.path("/statement"), period="2026-05"))
+    assert (may["overage_cents"], may["tax_collected_cents"]) == (5000, 0)
+    june = ok(org.api.get(org.path("/statement"), period="2026-06"))
+    assert june["tax_collected_cents"] == tax + note["tax_cents"]
+    everyone = ok(operator.get("/billing/statement", period="2026-06"))
+    assert everyone["tax_collected_cents"] == tax + note["tax_cents"]
+
 
 def test_a_new_rate_or_seller_never_changes_an_issued_document(taxes, make_org, operator):
     with at(utc(2026, 5, 20)):

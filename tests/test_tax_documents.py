@@ -1,13 +1,14 @@
 """Every kind of taxed document (receipt, monthly invoice, the credit note of a refund and
 the credit note of monthly lines), for each kind of buyer, through every channel it reaches
-the customer by: the API, the PDF, the invoices CSV and the email. Each must show the seller
-block, the buyer with its tax id, the subtotal, one line per tax and the total (and, when no
-tax is charged for a reason, the reason)."""
+the customer by: the API, the web page, the PDF, the invoices CSV and the email. Each must
+show the seller block, the buyer with its tax id, the subtotal, one line per tax and the
+total (and, when no tax is charged for a reason, the reason)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -166,8 +167,11 @@ def test_every_document_shows_seller_buyer_tax_id_tax_lines_and_total_everywhere
         expected = what_it_must_show(document, note)
 
         text = pdf_text(org, document["id"])
+        page = org.api.get(org.path(f"/invoices/{document['id']}/html")).raw.decode()
+        page = flat(re.sub(r"<[^>]+>", " ", page))
         for words in expected:
             assert words in text, (document["number"], "PDF", words)
+            assert words in page, (document["number"], "HTML", words)
 
         mail = by_number[document["number"]]
         (html, _) = mail.alternatives[0]
