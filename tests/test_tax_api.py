@@ -449,6 +449,7 @@ def test_a_profile_is_normalized_and_can_be_removed(taxes, org):
         ([{**RATES[0], "rate_bps": 19.5}], 422, "rate_bps"),
         ([{**RATES[0], "effective_from": "2020-13-01"}], 422, "effective_from"),
         ([RATES[0], {**RATES[0], "rate_bps": 2000}], 422, "repeats"),
+        ([RATES[0], {**RATES[3], "name": "vat"}], 422, "spelled 'VAT'"),
     ],
 )
 def test_a_bad_rate_table_is_refused_and_the_old_one_stays(taxes, operator, rates, status, says):
