@@ -370,6 +370,21 @@ def test_two_versions_of_one_tax_from_the_same_day_are_refused():
     )
 
 
+def test_one_tax_has_one_spelling_in_a_country():
+    """Versions are matched by name: "vat" from 2028 beside "VAT" from 2027 would be a second
+    tax charged on top of the first, not its new rate."""
+    with pytest.raises(ValidationFailed) as refused:
+        tax.validate_rates([entry(), entry(name="vat", effective_from=date(2028, 1, 1))])
+    assert "rates[1].name 'vat' is spelled 'VAT' in rates[0]" in refused.value.detail
+    with pytest.raises(ValidationFailed):  # a region's tax too: it replaces the country's
+        tax.validate_rates(
+            [entry(country="CA", name="GST"), entry(country="CA", region="ON", name="gst")]
+        )
+    # The same spelling in another country, or the same name spelled alike, is fine.
+    assert len(tax.validate_rates([entry(), entry(country="AT", name="vat")])) == 2
+    assert len(tax.validate_rates([entry(), entry(effective_from=date(2028, 1, 1))])) == 2
+
+
 def test_every_problem_is_named_at_once():
     with pytest.raises(ValidationFailed) as refused:
         tax.validate_rates([entry(country="XX"), entry(rate_bps=-5)])

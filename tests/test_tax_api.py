@@ -15,6 +15,7 @@ import pypdf
 import pytest
 from django.db.models import Sum
 
+from learncredits.billing.auto_top_up import run_auto_top_up
 from learncredits.billing.collection import collect_invoice
 from learncredits.billing.models import (
     Invoice,
@@ -272,6 +273,16 @@ def test_monthly_invoice_and_its_credit_note_for_each_kind_of_buyer(
     assert refunded_cents() - back == -note["total_cents"]
     assert note["reverse_charge"] is (treatment == "reverse_charge")
 
+    # The statements: the overage money of May is net; the tax is counted when its documents
+    # were issued (the invoice and its credit note, both in June), for the org and in the
+    # operator's sum.
+    may = ok(org.api.get(org.path("/statement"), period="2026-05"))
+    assert (may["overage_cents"], may["tax_collected_cents"]) == (5000, 0)
+    june = ok(org.api.get(org.path("/statement"), period="2026-06"))
+    assert june["tax_collected_cents"] == tax + note["tax_cents"]
+    everyone = ok(operator.get("/billing/statement", period="2026-06"))
+    assert everyone["tax_collected_cents"] == tax + note["tax_cents"]
+
 
 def test_a_new_rate_or_seller_never_changes_an_issued_document(taxes, make_org, operator):
     with at(utc(2026, 5, 20)):
@@ -438,6 +449,7 @@ def test_a_profile_is_normalized_and_can_be_removed(taxes, org):
         ([{**RATES[0], "rate_bps": 19.5}], 422, "rate_bps"),
         ([{**RATES[0], "effective_from": "2020-13-01"}], 422, "effective_from"),
         ([RATES[0], {**RATES[0], "rate_bps": 2000}], 422, "repeats"),
+        ([RATES[0], {**RATES[3], "name": "vat"}], 422, "spelled 'VAT'"),
     ],
 )
 def test_a_bad_rate_table_is_refused_and_the_old_one_stays(taxes, operator, rates, status, says):
@@ -461,3 +473,155 @@ def test_bad_seller_details_are_refused(taxes, operator, seller, says):
     body = refused(operator.put("/seller", seller), 422, "validation_error")
     assert says in str(body), body
     assert tax_state() == before
+
+
+# --- the tax report, audited further ---------------------------------------------------------
+
+
+def test_tax_report_nets_credit_notes_and_its_csv_says_the_same(taxes, make_org, operator):
+    """A refund's credit note takes its tax off the jurisdiction's row (and its net off the
+    untaxed sales); the CSV carries exactly the JSON's figures."""
+    with at(utc(2026, 5, 20)):
+        for kind in ("domestic business", "EU business elsewhere"):
+            org = taxed_org(make_org, KINDS[kind][0])
+            bought = org.buy(10)
+            ok(
+                org.operator.post(
+                    org.path(f"/purchases/{bought['id']}/refund"),
+                    {"credits": 4, "reason": "unused"},
+                ),
+                201,
+            )
+        report = ok(operator.get("/tax/report", period="2026-05"))
+        csv_response = operator.get("/tax/report", period="2026-05", format="csv")
+    assert [
+        (r["country"], r["region"], r["name"], r["rate_bps"], r["taxable_cents"], r["tax_cents"])
+        for r in report["rows"]
+    ] == [("DE", None, "VAT", 1600, 6000, 960)]
+    assert report["rows"][0]["documents"] == 2  # the receipt and its credit note
+    assert report["tax_cents"] == 960
+    assert [
+        (u["treatment"], u["country"], u["net_cents"], u["documents"]) for u in report["untaxed"]
+    ] == [("reverse_charge", "FR", 6000, 2)]
+    assert csv_response.headers["Content-Type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(csv_response.raw.decode()))) == [
+        [
+            "period",
+            "kind",
+            "country",
+            "region",
+            "name",
+            "rate_bps",
+            "net_cents",
+            "tax_cents",
+            "documents",
+        ],
+        ["2026-05", "taxed", "DE", "", "VAT", "1600", "6000", "960", "2"],
+        ["2026-05", "reverse_charge", "FR", "", "", "0", "6000", "0", "2"],
+    ]
+    # Another month has nothing.
+    assert ok(operator.get("/tax/report", period="2026-04")) == {
+        "period": "2026-04",
+        "currency": "USD",
+        "tax_cents": 0,
+        "rows": [],
+        "untaxed": [],
+    }
+
+
+def test_a_document_whose_tax_rounds_to_nothing_is_reported_once(taxes, make_org, operator):
+    """Two credits at one cent, at 16%, are 0.32 cents of VAT: a tax line of nothing. The
+    sale is taxed (at a rate that rounded away), not an untaxed sale: it is counted once."""
+    ok(
+        operator.put(
+            "/pricing",
+            {"retail_unit_price_cents": 1, "tiers": [{"min_quantity": 1, "unit_price_cents": 1}]},
+        )
+    )
+    with at(utc(2026, 5, 20)):
+        org = taxed_org(make_org, KINDS["domestic business"][0])
+        bought = org.buy(2)
+        receipt = ok(org.api.get(org.path(f"/invoices/{bought['invoice_id']}")))
+        report = ok(operator.get("/tax/report", period="2026-05"))
+    assert tax_lines(receipt) == [("VAT", 1600, 0)]
+    assert [(r["taxable_cents"], r["tax_cents"]) for r in report["rows"]] == [(2, 0)]
+    assert report["untaxed"] == []
+
+
+def test_every_put_of_the_rates_is_a_new_version_and_the_old_one_is_kept(taxes, operator):
+    first = ok(operator.get("/tax/rates"))
+    second = ok(operator.put("/tax/rates", {"rates": RATES[:1]}))
+    assert second["version"] > first["version"]
+    assert ok(operator.get("/tax/rates")) == second
+    assert len(second["rates"]) == 1
+    # The earlier version is history, kept as it was.
+    kept = TaxRateEntry.objects.filter(table_id=first["version"]).count()
+    assert kept == len(RATES)
+
+
+def test_an_auto_top_up_charges_the_total_with_tax(taxes, make_org):
+    """The worker's purchases are taxed like the customer's own: the card pays the tax."""
+    with at(utc(2026, 5, 20)):
+        org = taxed_org(make_org, KINDS["EU consumer"][0])  # French VAT, 20%
+        rule = {
+            "enabled": True,
+            "below_available": 5,
+            "quantity": 10,
+            "max_purchases_per_month": 3,
+            "max_credits_per_month": 1000,
+        }
+        ok(org.api.put(org.path("/auto-top-up"), rule))
+        before = charged_cents()
+        assert run_auto_top_up(pk("org", org.id)) == "bought 10"
+        assert charged_cents() - before == 10000 + 2000
+        (bought,) = ok(org.api.get(org.path("/purchases")))["data"]
+        receipt = ok(org.api.get(org.path(f"/invoices/{bought['invoice_id']}")))
+    assert (bought["tax_cents"], bought["total_with_tax_cents"]) == (2000, 12000)
+    assert tax_lines(receipt) == [("VAT", 2000, 2000)]
+    assert receipt["total_cents"] == 12000
+
+
+def test_refunding_a_receipt_piece_by_piece_never_gives_back_more_than_was_charged(
+    operator, make_org
+):
+    """$31.50 at 5% is $1.575 of tax, charged as $1.58. Three refunds of a third each,
+    each rounded on its own (52.5 cents up to 53), would give back $1.59, a cent more than
+    was charged; taken cumulatively they give back 53, 52 and 53 cents: exactly what was
+    charged, as the provider's own records show."""
+    ok(
+        operator.put(
+            "/pricing",
+            {
+                "retail_unit_price_cents": 1050,
+                "tiers": [{"min_quantity": 1, "unit_price_cents": 1050}],
+            },
+        )
+    )
+    ny = [
+        {
+            "country": "US",
+            "region": "NY",
+            "name": "Sales tax",
+            "rate_bps": 500,
+            "effective_from": "2020-01-01",
+        }
+    ]
+    ok(operator.put("/tax/rates", {"rates": ny}))
+    org = taxed_org(make_org, {"country": "US", "region": "NY"})
+    before_charged, before_refunded = charged_cents(), refunded_cents()
+    bought = org.buy(3)
+    assert (bought["tax_cents"], bought["total_with_tax_cents"]) == (158, 3308)
+    notes = [
+        ok(
+            org.operator.post(
+                org.path(f"/purchases/{bought['id']}/refund"), {"credits": 1, "reason": "unused"}
+            ),
+            201,
+        )
+        for _ in range(3)
+    ]
+    assert [n["tax_cents"] for n in notes] == [-53, -52, -53]
+    for note in notes:
+        assert_adds_up(note)
+    assert 3308 + sum(n["total_cents"] for n in notes) == 0
+    assert charged_cents() - before_charged == refunded_cents() - before_refunded == 3308

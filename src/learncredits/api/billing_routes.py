@@ -21,6 +21,7 @@ from learncredits.billing.models import Invoice
 from learncredits.billing.tasks import enqueue_collection
 from learncredits.domain.errors import NotFound
 from learncredits.domain.periods import period_bounds
+from learncredits.domain.tax import label
 from learncredits.tenancy.models import Organization
 
 router = Router(tags=["billing"])
@@ -77,6 +78,15 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
                 "tax_treatment",
                 "buyer_country",
                 "buyer_tax_id",
+                "buyer_name",
+                "buyer_region",
+                "seller_name",
+                "seller_address",
+                "seller_country",
+                "seller_tax_id",
+                "tax_lines",
+                "reverse_charge",
+                "tax_note",
             ]
         ]
         for invoice in _invoices(org).order_by("pk"):
@@ -98,10 +108,27 @@ def list_invoices(request: HttpRequest, org_id: str, params: Query[InvoiceListPa
                     data.tax_treatment,
                     data.buyer.country or "",
                     data.buyer.tax_id or "",
+                    data.buyer.name,
+                    data.buyer.region or "",
+                    data.seller.name,
+                    data.seller.address or "",
+                    data.seller.country or "",
+                    data.seller.tax_id or "",
+                    _tax_lines_cell(data.tax_lines),
+                    "true" if data.reverse_charge else "false",
+                    data.tax_note,
                 ]
             )
         return _csv(rows, f"invoices-org_{org.pk}.csv")
     return paginate(_invoices(org), params)
+
+
+def _tax_lines_cell(lines: list[s.TaxLineOut]) -> str:
+    """The document's tax lines in one cell, as printed with their amount in cents:
+    ``VAT 19% (DE): 570; VAT 16% (DE): 320``."""
+    return "; ".join(
+        f"{label(t.name, t.rate_bps, t.country, t.region)}: {t.amount_cents}" for t in lines
+    )
 
 
 def _invoice(request: HttpRequest, org_id: str, invoice_id: str) -> Invoice:

@@ -45,6 +45,7 @@ from learncredits.credits.events import emit, emit_all
 from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Alert, LedgerEntry, Purchase
 from learncredits.db import store
+from learncredits.domain import tax
 from learncredits.domain.money import format_cents
 from learncredits.domain.periods import ensure_begun, period_bounds, period_of, previous_period
 from learncredits.tenancy.models import Organization
@@ -187,11 +188,11 @@ def issue_receipt(org: Organization, purchase: Purchase) -> Invoice:
         reference=purchase.provider_reference,
         attempted_at=now,
     )
-    _issued(invoice)
+    _issued(invoice, taxed)
     return invoice
 
 
-def _issued_data(invoice: Invoice) -> dict[str, Any]:
+def _issued_data(invoice: Invoice, taxed: tax.TaxedAmount) -> dict[str, Any]:
     """The ``invoice.issued`` event's data."""
     return {
         "id": ids.encode("invoice", invoice.pk),
@@ -203,12 +204,42 @@ def _issued_data(invoice: Invoice) -> dict[str, Any]:
         "total_cents": invoice.total_cents,
         "currency": invoice.currency,
         "due_at": invoice.due_at.isoformat(),
+        **_document_tax_data(invoice, taxed),
     }
 
 
-def _issued(invoice: Invoice) -> None:
+def _document_tax_data(invoice: Invoice, taxed: tax.TaxedAmount) -> dict[str, Any]:
+    """The parties and the tax of a document as it was issued, for its event: the email
+    is composed from the event alone (notifications never read billing's tables), and it
+    must show what the document shows."""
+    return {
+        "seller": dict(invoice.seller),
+        "buyer": {
+            "name": invoice.buyer_name,
+            "email": invoice.buyer_email,
+            **(invoice.buyer or {}),
+        },
+        "tax_lines": [
+            {
+                "name": line.name,
+                "rate_bps": line.rate_bps,
+                "country": line.country,
+                "region": line.region,
+                "label": tax.label(line.name, line.rate_bps, line.country, line.region),
+                "taxable_cents": line.taxable_cents,
+                "amount_cents": line.amount_cents,
+            }
+            for line in taxed.lines
+        ],
+        "tax_treatment": taxed.treatment.value,
+        "reverse_charge": taxed.reverse_charge,
+        "tax_note": taxed.note,
+    }
+
+
+def _issued(invoice: Invoice, taxed: tax.TaxedAmount) -> None:
     """Tell the org (email and webhook) in the issuing transaction, through the outbox."""
-    emit(invoice.org_id, "invoice.issued", _issued_data(invoice))
+    emit(invoice.org_id, "invoice.issued", _issued_data(invoice, taxed))
 
 
 # --- credit notes ----------------------------------------------------------------------------
@@ -293,6 +324,7 @@ def issue_credit_note(
             "currency": note.currency,
             "reason": reason,
             "refunded": refunded,
+            **_document_tax_data(note, taxed),
         },
     )
     return note
@@ -466,7 +498,11 @@ def _issue_monthly(closes: list[_OrgClose], *, record_close: bool) -> dict[int, 
                 active=True,
             ).update(active=False, resolved_at=now)
         emit_all(
-            ((i.org_id, "invoice.issued", _issued_data(i)) for i in invoices.values()), now=now
+            (
+                (i.org_id, "invoice.issued", _issued_data(i, taxes[i.org_id]))
+                for i in invoices.values()
+            ),
+            now=now,
         )
     if record_close:
         PeriodClose.objects.bulk_create(

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Exists, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from learncredits.audit import trail as audit
@@ -356,7 +356,12 @@ def tax_report(period: str) -> TaxReport:
         for (c, r, n, b), v in sorted(totals.items())
     )
     untaxed: dict[tuple[str, str], list[int]] = {}
-    for treatment, buyer, total, tax_cents in issued.filter(tax_cents=0).values_list(
+    # Untaxed: no tax line at all. A document whose tax rounded to nothing (a few cents
+    # taxed) has its zero line in the rows above, and must not be counted again here.
+    untaxed_documents = issued.filter(
+        ~Exists(InvoiceTaxLine.objects.filter(invoice_id=OuterRef("pk")))
+    )
+    for treatment, buyer, total, tax_cents in untaxed_documents.values_list(
         "tax_treatment", "buyer", "total_cents", "tax_cents"
     ):
         # Taxed, but no rate was in force where the buyer is: said apart from the others.

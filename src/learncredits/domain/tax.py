@@ -264,12 +264,15 @@ def validate_rates(entries: Sequence[Mapping[str, object]]) -> list[TaxRate]:
 
     The table is a whole schedule: past, present and future versions of every tax. Two
     versions of one tax (country, region, name) with the same ``effective_from`` would make
-    "the rate in force" ambiguous and are refused."""
+    "the rate in force" ambiguous and are refused. So are two spellings of one name in a
+    country ("VAT" and "vat"): versions are matched by name, and "vat" from next year would
+    otherwise be a second tax charged beside "VAT" instead of its new rate."""
     if len(entries) > MAX_RATES:
         raise ValidationFailed(f"at most {MAX_RATES} rates")
     problems: list[str] = []
     rates: list[TaxRate] = []
     seen: dict[tuple[str, str | None, str, date], int] = {}
+    spellings: dict[tuple[str, str], tuple[str, int]] = {}
     for index, entry in enumerate(entries):
         where = f"rates[{index}]"
         try:
@@ -300,6 +303,14 @@ def validate_rates(entries: Sequence[Mapping[str, object]]) -> list[TaxRate]:
             problems.append(
                 f"{where} repeats rates[{seen[key]}]: two versions of {name} in "
                 f"{country}{'-' + region if region else ''} from {effective.isoformat()}"
+            )
+            continue
+        spelled = spellings.setdefault((country, name.casefold()), (name, index))
+        if spelled[0] != name:
+            problems.append(
+                f"{where}.name {name!r} is spelled {spelled[0]!r} in rates[{spelled[1]}]: "
+                f"one tax of {country} has one spelling (the versions of a tax, and a "
+                "region's tax replacing the country's, are matched by name)"
             )
             continue
         seen[key] = index

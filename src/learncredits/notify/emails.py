@@ -53,15 +53,57 @@ def _top_up_quote(needed: int) -> dict[str, Any] | None:
     }
 
 
-def _tax_context(data: dict[str, Any]) -> dict[str, str]:
-    """Subtotal and tax of a taxed document (``subtotal`` and ``tax``), so that its email
-    shows subtotal, tax and total; nothing for an untaxed one, or for an event recorded
-    before documents carried tax, which then reads as it always did."""
+def _tax_context(data: dict[str, Any]) -> dict[str, Any]:
+    """What a document's email shows besides its total: the seller and buyer blocks and,
+    for a taxed document or one with a tax profile (exempt, reverse charge), the subtotal,
+    one line per tax and what the document says about its tax. An untaxed document of an
+    org without a profile, or an event recorded before documents carried these, reads as
+    it always did."""
+    context: dict[str, Any] = {}
+    seller = data.get("seller")
+    if isinstance(seller, dict) and seller.get("legal_name"):
+        context["seller"] = _party_lines(
+            seller.get("legal_name"),
+            *str(seller.get("address") or "").splitlines(),
+            seller.get("country"),
+            _tax_id_line(seller.get("tax_id")),
+        )
+    buyer = data.get("buyer")
+    if isinstance(buyer, dict) and buyer.get("name"):
+        region = buyer.get("region")
+        where = (buyer.get("country") or "") + (f"-{region}" if region else "")
+        context["buyer"] = _party_lines(
+            buyer.get("name"), buyer.get("email"), where, _tax_id_line(buyer.get("tax_id"))
+        )
     tax_cents = int(data.get("tax_cents") or 0)
-    if not tax_cents or "total_cents" not in data:
-        return {}
+    profiled = data.get("tax_treatment") not in (None, "no_profile")
+    if (not tax_cents and not profiled) or "total_cents" not in data:
+        return context
     subtotal_cents = int(data.get("subtotal_cents", int(data["total_cents"]) - tax_cents))
-    return {"subtotal": format_cents(subtotal_cents), "tax": format_cents(tax_cents)}
+    context.update(
+        show_tax=True,
+        subtotal=format_cents(subtotal_cents),
+        tax=format_cents(tax_cents),
+        tax_lines=[
+            {
+                "label": str(line.get("label") or line.get("name") or "Tax"),
+                "taxable": format_cents(int(line.get("taxable_cents") or 0)),
+                "amount": format_cents(int(line.get("amount_cents") or 0)),
+            }
+            for line in data.get("tax_lines") or ()
+            if isinstance(line, dict)
+        ],
+        tax_note=str(data.get("tax_note") or ""),
+    )
+    return context
+
+
+def _tax_id_line(tax_id: object) -> str:
+    return f"Tax id: {tax_id}" if tax_id else ""
+
+
+def _party_lines(*parts: object) -> list[str]:
+    return [str(part).strip() for part in parts if part and str(part).strip()]
 
 
 def compose(event: Event) -> EmailMessage | None:
