@@ -12,6 +12,7 @@ import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from learncredits.notify.models import EmailMessage
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, ok, run_threads
+from tests.test_cli import run_script
 
 pytestmark = pytest.mark.django_db
 
@@ -361,3 +363,17 @@ def test_the_aging_report_in_the_api_and_on_the_page(world: dict[str, Any]) -> N
         refused = admin.get("/assignments", {"older_than_days": "-3"}).content.decode()
         assert "older_than_days must be a whole number" in refused
         assert refused.count('data-testid="assignment-row"') == 5
+
+
+@pytest.mark.slow  # migrates a fresh SQLite file through the console script
+def test_the_console_script_runs_release_unstarted(tmp_path: Path) -> None:
+    database = tmp_path / "aging.sqlite3"
+    migrated = run_script(["migrate"], tmp_path, database)
+    assert migrated.returncode == 0, migrated.stderr
+    for args, expected in (
+        (["release-unstarted", "--dry-run"], "0 would release, 0 would warn (dry run"),
+        (["release-unstarted"], "0 released, 0 warned"),
+    ):
+        ran = run_script(args, tmp_path, database)
+        assert ran.returncode == 0, ran.stderr
+        assert expected in ran.stdout

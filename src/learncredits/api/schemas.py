@@ -33,8 +33,8 @@ from learncredits.credits.models import Assignment, Purchase
 from learncredits.domain.pricing import Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, TaxProfile, Treatment
 from learncredits.notify.models import WebhookDelivery
-from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 from learncredits.tenancy.models import ApiKey, Membership, Organization
+from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Email = Annotated[StrictStr, Field(min_length=3, max_length=254)]
