@@ -89,7 +89,7 @@ def due_for_warning(org_id: int, days: int, now: datetime) -> QuerySet[Assignmen
     """Open assignments that reach ``days`` of age within seven days, not warned yet."""
     return _open(org_id).filter(
         created_at__lte=now - timedelta(days=days) + WARN_BEFORE,
-        release_warning__isnull=True,
+        release_warnings__isnull=True,
     )
 
 
@@ -97,7 +97,7 @@ def due_for_release(org_id: int, days: int, now: datetime) -> QuerySet[Assignmen
     """Open assignments ``days`` old or older whose warning is at least seven days old."""
     return _open(org_id).filter(
         created_at__lte=now - timedelta(days=days),
-        release_warning__warned_at__lte=now - WARN_BEFORE,
+        release_warnings__warned_at__lte=now - WARN_BEFORE,
     )
 
 
@@ -183,7 +183,7 @@ def release_org(org: Organization, now: datetime, *, dry_run: bool = False) -> l
             return []
         rows = list(
             due_for_release(org.pk, days, now)
-            .select_related("employee", "content", "release_warning")
+            .select_related("employee", "content")
             .order_by("pk")[:BATCH]
         )
         due = [_due(a, now) for a in rows]
