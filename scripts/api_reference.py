@@ -213,8 +213,9 @@ SUMMARIES = {
     "POST /orgs": "Create an organization (its balance starts at zero).",
     "GET /orgs": "List organizations.",
     "PATCH /orgs/{org_id}": (
-        "Change an organization's name, billing email, time zone or alert threshold; a new "
-        "threshold re-evaluates the at-risk state at once."
+        "Change an organization's name, billing email, time zone, alert threshold, tax "
+        "profile or `release_unstarted_after_days` (null: never release); a new threshold "
+        "re-evaluates the at-risk state at once."
     ),
     "GET /orgs/{org_id}": "One organization.",
     "POST /orgs/{org_id}/api-keys": (
@@ -264,7 +265,10 @@ SUMMARIES = {
         "reserves its cost per assignment; employees who already hold an open assignment of "
         "the item are skipped and listed in `skipped`."
     ),
-    "GET /orgs/{org_id}/assignments": "List assignments, filtered by status, employee or content.",
+    "GET /orgs/{org_id}/assignments": (
+        "List assignments, filtered by status, employee or content. With `older_than_days`, "
+        "the aging report: only those made at least that many days ago, oldest first."
+    ),
     "GET /orgs/{org_id}/assignments/{assignment_id}": "One assignment.",
     "POST /orgs/{org_id}/assignments/{assignment_id}/start": (
         "Start: the cost is spent from credits (the part they do not cover is overage, billed "

@@ -1018,6 +1018,7 @@ NOT_INTEGERS = [
 INTEGER_FIELDS = [
     ("POST", "/orgs", ("alert_threshold",), -(10**9), 10**9, False),
     ("PATCH", "/orgs/{a}", ("alert_threshold",), -(10**9), 10**9, False),
+    ("PATCH", "/orgs/{a}", ("release_unstarted_after_days",), 1, 3650, True),
     ("POST", "/orgs/{a}/adjustments", ("credits",), -(10**9), 10**9, False),
     ("POST", "/content", ("credit_cost",), 0, 10**6, False),
     ("PUT", "/pricing", ("retail_unit_price_cents",), 1, 10**8, False),
@@ -1234,6 +1235,14 @@ def query_cases() -> list[tuple[str, Case]]:
         ("status=bogus", {"status": "bogus"}),
         ("status=ASSIGNED", {"status": "ASSIGNED"}),
         ("employee_id=too-long", {"employee_id": "emp_" + "1" * 37}),
+        ("older_than_days=negative", {"older_than_days": "-1"}),
+        ("older_than_days=float", {"older_than_days": "1.5"}),
+        ("older_than_days=text", {"older_than_days": "abc"}),
+        ("older_than_days=exponent", {"older_than_days": "1e3"}),
+        ("older_than_days=true", {"older_than_days": "true"}),
+        ("older_than_days=empty", {"older_than_days": ""}),
+        ("older_than_days=huge", {"older_than_days": str(10**30)}),
+        ("older_than_days=above-max", {"older_than_days": "36501"}),
     ]:
         cases.append(
             (

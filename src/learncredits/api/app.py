@@ -32,7 +32,7 @@ from learncredits.billing import purchases
 from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
-from learncredits.credits import accounts, actions, ledger_export
+from learncredits.credits import accounts, actions, aging, ledger_export
 from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import BalanceView, balance_view
 from learncredits.domain import pricing
@@ -157,8 +157,10 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> Organizati
     require_operator(request)
     org = org_for(request, org_id)
     changes = body.model_dump(exclude_unset=True)
-    # A null tax removes the profile; no other setting can be removed.
-    nulls = [field for field, value in changes.items() if value is None and field != "tax"]
+    # A null tax removes the profile and a null release_unstarted_after_days turns aging
+    # off; no other setting can be removed.
+    removable = ("tax", "release_unstarted_after_days")
+    nulls = [field for field, value in changes.items() if value is None and field not in removable]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
     return accounts.update_org_settings(org, changes, actor=caller(request).label)
@@ -370,6 +372,8 @@ class AssignmentFilter(ListParams):
     status: Literal["assigned", "started", "completed", "cancelled"] | None = None
     employee_id: str | None = Field(None, max_length=40)
     content_id: str | None = Field(None, max_length=40)
+    # The aging report: only assignments made at least this many days ago, oldest first.
+    older_than_days: int | None = Field(None, ge=0, le=aging.MAX_OLDER_THAN_DAYS)
 
 
 @api.get(
@@ -378,6 +382,8 @@ class AssignmentFilter(ListParams):
 def list_assignments(request: HttpRequest, org_id: str, params: Query[AssignmentFilter]) -> s.Page:
     org = org_for(request, org_id)
     queryset = Assignment.objects.filter(org=org)
+    if params.older_than_days is not None:
+        queryset = aging.older_than(queryset, params.older_than_days)
     if params.status:
         queryset = queryset.filter(status=params.status)
     if params.employee_id is not None:
@@ -388,7 +394,8 @@ def list_assignments(request: HttpRequest, org_id: str, params: Query[Assignment
     if params.content_id is not None:
         content_pk = decode_or_404("content", params.content_id, "content")
         queryset = queryset.filter(content_id=content_pk)
-    return paginate(queryset, params)
+    # The aging report reads oldest first (ids follow the time assignments were made).
+    return paginate(queryset, params, oldest_first=params.older_than_days is not None)
 
 
 def _assignment_pk(assignment_id: str) -> int:

@@ -53,13 +53,14 @@ def _encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
 
 
-def paginate(queryset: QuerySet[Any], params: ListParams) -> s.Page:
-    """Newest first by id; the cursor is the last id seen, so pages never shift or repeat.
-    The rows stay model instances: the route's page schema answers them."""
+def paginate(queryset: QuerySet[Any], params: ListParams, *, oldest_first: bool = False) -> s.Page:
+    """Newest first by id (``oldest_first``: the other way); the cursor is the last id seen,
+    so pages never shift or repeat. The rows stay model instances: the route's page schema
+    answers them."""
     after = _decode_cursor(params.cursor)
     if after is not None:
-        queryset = queryset.filter(pk__lt=after)
-    rows = list(queryset.order_by("-pk")[: params.limit + 1])
+        queryset = queryset.filter(**{"pk__gt" if oldest_first else "pk__lt": after})
+    rows = list(queryset.order_by("pk" if oldest_first else "-pk")[: params.limit + 1])
     more = len(rows) > params.limit
     rows = rows[: params.limit]
     return s.Page(data=rows, next_cursor=_encode_cursor(rows[-1].pk) if more and rows else None)

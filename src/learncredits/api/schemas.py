@@ -34,6 +34,7 @@ from learncredits.domain.pricing import Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, TaxProfile, Treatment
 from learncredits.notify.models import WebhookDelivery
 from learncredits.tenancy.models import ApiKey, Membership, Organization
+from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Email = Annotated[StrictStr, Field(min_length=3, max_length=254)]
@@ -72,6 +73,15 @@ class OrgPatch(StrictIn):
     alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] | None = None
     # The tax profile as a whole; null removes it (no tax is charged without one).
     tax: TaxProfileIn | None = None
+    # Days after which assignments nobody started are released; null: never. The bounds are
+    # the service's (tenancy.clean_release_unstarted_after_days), shown here for the docs.
+    release_unstarted_after_days: (
+        Annotated[
+            StrictInt,
+            Field(json_schema_extra={"minimum": 1, "maximum": MAX_RELEASE_UNSTARTED_DAYS}),
+        ]
+        | None
+    ) = None
 
 
 class SellerIn(StrictIn):
@@ -228,6 +238,9 @@ class OrgOut(Schema):
     alert_threshold: int
     # null: no tax profile, and no tax charged.
     tax: TaxProfileOut | None
+    # Assignments nobody started this many days after they were made are released (the
+    # admins warned seven days before); null: never.
+    release_unstarted_after_days: int | None
     created_at: UtcTime
 
     @staticmethod

@@ -447,10 +447,15 @@ def complete_assignment(org: Organization, assignment_id: int, *, actor: str) ->
 
 
 def _release(
-    locked: LockedBalance, assignments: Sequence[Assignment], *, actor: str, reason: str
+    locked: LockedBalance,
+    assignments: Sequence[Assignment],
+    *,
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
 ) -> None:
     """Cancel not-started assignments and release their reservations."""
-    now = timezone.now()
+    now = now or timezone.now()
     Assignment.objects.filter(
         org_id=locked.org_id,
         pk__in=[a.pk for a in assignments],
@@ -489,6 +494,26 @@ def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> A
         _release(locked, [assignment], actor=actor, reason="cancelled")
         _write_balance(locked, org)
     return assignment
+
+
+def release_unstarted(
+    locked: LockedBalance,
+    org: Organization,
+    assignments: Sequence[Assignment],
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Cancel assignments nobody started, as ``cancel_assignment`` does (release entries,
+    ``assignment.cancelled`` events, the balance written last), for a caller that already
+    holds the balance lock (``locked``) in its transaction and has read under that lock
+    which assignments are still ``assigned``: the aging service (credits/aging.py), which
+    also decides which ones are due and writes the audit row in the same transaction."""
+    if not assignments:
+        return
+    _release(locked, assignments, actor=actor, reason=reason, now=now)
+    _write_balance(locked, org)
 
 
 def reassign_assignment(

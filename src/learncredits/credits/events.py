@@ -40,6 +40,9 @@ INTERNAL_EVENT_TYPES = (
     # Available fell below the org's auto top-up trigger (credits/alerts.py); the worker
     # buys (billing/tasks.py).
     "auto_top_up.due",
+    # Open assignments the aging service will release in seven days (credits/aging.py);
+    # notify emails the org's admins the list.
+    "assignment.release_warning",
 )
 
 Reaction = Callable[[Event], None]

@@ -325,3 +325,24 @@ class Event(models.Model):
                 fields=["id"], name="event_undispatched", condition=Q(dispatched_at__isnull=True)
             ),
         ]
+
+
+class ReleaseWarning(models.Model):
+    """An open assignment whose admins were told it will be released for not being started
+    (credits/aging.py). One row per assignment, ever: the unique (org, assignment) is what
+    makes the warning go out once, and ``warned_at`` is what the release waits seven days after."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    # One warning per assignment (``release_warning_once``, unique with the org).
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.PROTECT, related_name="release_warnings", db_index=False
+    )
+    warned_at = models.DateTimeField()
+    # The day it was announced for (the org's setting may change after the warning).
+    release_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "warned_at"], name="release_warning_org")]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "assignment"], name="release_warning_once"),
+        ]

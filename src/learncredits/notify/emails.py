@@ -2,7 +2,9 @@
 
 One email when an org becomes at risk, one for the first overage of a period, one per issued
 invoice and credit note, one per declined payment (and when auto top-up or a webhook endpoint
-is switched off). Recipients: the org's billing email and its admins.
+is switched off). Recipients: the org's billing email and its admins. One more, to the owner
+and admins only, lists the assignments nobody started that will be released in seven days
+(credits/aging.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SUBJECTS = {
     "invoice.payment_failed": "Payment declined for invoice {number}",
     "auto_top_up.failed": "Auto top-up stopped: the payment was declined",
     "webhook.endpoint_disabled": "A webhook endpoint was switched off",
+    "assignment.release_warning": "{count} unstarted assignment{plural} will be released",
 }
 
 
@@ -36,6 +39,15 @@ def recipients(org: Organization) -> list[str]:
         "user__email", flat=True
     )
     return list(dict.fromkeys([org.billing_email, *admins]))
+
+
+def admins_and_owner(org: Organization) -> list[str]:
+    """Who decides about the org's assignments: its owner and admins (the billing email
+    when it has neither)."""
+    people = Membership.objects.filter(
+        org=org, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN]
+    ).values_list("user__email", flat=True)
+    return list(dict.fromkeys(email for email in people if email)) or [org.billing_email]
 
 
 def _top_up_quote(needed: int) -> dict[str, Any] | None:
@@ -127,16 +139,25 @@ def compose(event: Event) -> EmailMessage | None:
         if key in data:
             context[key.replace("_cents", "")] = format_cents(int(data[key]))
     context.update(_tax_context(data))
+    count = len(data.get("assignments") or [])
+    if event.type == "assignment.release_warning":
+        context["assignments_url"] = (
+            settings.LEARNCREDITS_BASE_URL.rstrip("/") + "/assignments?status=assigned"
+        )
     kind = event.type.replace(".", "_")
     subject = SUBJECTS[event.type].format(
         kind="receipt" if data.get("kind") == "purchase" else "invoice",
         number=data.get("number", ""),
+        count=count,
+        plural="" if count == 1 else "s",
     )
     return EmailMessage(
         org=org,
         event=event,
         kind=event.type,
-        recipients=recipients(org),
+        recipients=admins_and_owner(org)
+        if event.type == "assignment.release_warning"
+        else recipients(org),
         subject=subject,
         text=render_to_string(f"notify/email/{kind}.txt", context),
         html=render_to_string(f"notify/email/{kind}.html", context),

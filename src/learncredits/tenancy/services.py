@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.db import routing, store
 from learncredits.domain import jurisdictions
@@ -99,6 +100,24 @@ def _clean_threshold(value: int) -> int:
     return value
 
 
+MAX_RELEASE_UNSTARTED_DAYS = 3650
+
+
+def clean_release_unstarted_after_days(value: object) -> int | None:
+    """The one rule for the aging setting (credits/aging.py): a whole number of days from 1
+    to 3650, or None for never."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        value = ids.whole_number(value, low=1, high=MAX_RELEASE_UNSTARTED_DAYS) or 0
+    if not 1 <= value <= MAX_RELEASE_UNSTARTED_DAYS:
+        raise ValidationFailed(
+            "release_unstarted_after_days must be a whole number of days from 1 to "
+            f"{MAX_RELEASE_UNSTARTED_DAYS}, or null for never"
+        )
+    return value
+
+
 def create_org_record(
     *,
     name: str,
@@ -162,6 +181,7 @@ def clean_org_settings(changes: Mapping[str, object]) -> dict[str, object]:
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
         "timezone": lambda v: _clean_timezone(str(v)),
         "alert_threshold": lambda v: _clean_threshold(int(v)),
+        "release_unstarted_after_days": clean_release_unstarted_after_days,
     }
     cleaned: dict[str, object] = {}
     for field, value in changes.items():

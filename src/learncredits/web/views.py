@@ -35,7 +35,7 @@ from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import accounts, actions, ledger_export, queries
+from learncredits.credits import accounts, actions, aging, ledger_export, queries
 from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
@@ -354,7 +354,20 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
     email = request.GET.get("employee_email", "").strip().lower()
     if email:
         assignments = assignments.filter(employee__email=email)
-    page = Paginator(assignments.order_by("-pk"), 50).get_page(_page_number(request))
+    # The aging report: "older than N days", oldest first.
+    older_than = request.GET.get("older_than_days", "").strip()
+    aged = False
+    if older_than:
+        try:
+            assignments = aging.older_than(assignments, older_than)
+            aged = True
+        except ValidationFailed as exc:  # the list unfiltered, and why
+            _fail(request, exc)
+    ordered = assignments.order_by("created_at", "pk") if aged else assignments.order_by("-pk")
+    page = Paginator(ordered, 50).get_page(_page_number(request))
+    now = timezone.now()
+    for row in page:
+        row.age_days = (now - row.created_at).days  # type: ignore[attr-defined]
     return render(
         request,
         "web/assignments.html",
@@ -676,14 +689,15 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
                 low=-tenancy.MAX_THRESHOLD,
                 high=tenancy.MAX_THRESHOLD,
             )
-            accounts.update_org_settings(
-                org,
-                {
-                    "alert_threshold": threshold,
-                    "billing_email": request.POST.get("billing_email", ""),
-                },
-                actor=_actor(request),
-            )
+            changes: dict[str, object] = {
+                "alert_threshold": threshold,
+                "billing_email": request.POST.get("billing_email", ""),
+            }
+            if "release_unstarted_after_days" in request.POST:
+                # Blank: never. The service holds the rule for a number of days.
+                days = request.POST["release_unstarted_after_days"].strip()
+                changes["release_unstarted_after_days"] = days or None
+            accounts.update_org_settings(org, changes, actor=_actor(request))
             messages.success(request, "Billing contact and alert threshold saved.")
         elif form == "auto_top_up":
             mode_target = request.POST.get("mode") == "target"

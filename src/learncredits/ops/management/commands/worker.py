@@ -4,7 +4,8 @@ Three loops: django-tasks' database worker runs queued tasks (collections, auto 
 a scheduler enqueues the periodic billing tick (close each org's month once it has ended,
 retry declined charges) every ``--tick`` seconds; and the outbox loop sends due emails and
 webhooks every ``--outbox-interval`` seconds and, every ``HOUSEKEEPING_EVERY`` seconds,
-purges expired idempotency records. Every step is idempotent, so running several workers is
+purges expired idempotency records and warns about, then releases, assignments nobody started
+(credits/aging.py). Every step is idempotent, so running several workers is
 harmless.
 """
 
@@ -38,6 +39,7 @@ def _schedule(stop: threading.Event, every: float) -> None:
 
 def _drain_outbox(stop: threading.Event, every: float) -> None:
     from learncredits.api.housekeeping import purge_expired_idempotency_records
+    from learncredits.credits import aging
     from learncredits.notify.delivery import run_once
 
     next_housekeeping = time.monotonic()
@@ -53,6 +55,10 @@ def _drain_outbox(stop: threading.Event, every: float) -> None:
                 purge_expired_idempotency_records()
             except Exception:  # as above; it is retried after HOUSEKEEPING_EVERY
                 logger.exception("purging expired idempotency records failed")
+            try:
+                aging.run()
+            except Exception:  # as above; every step of it is safe to run again
+                logger.exception("releasing unstarted assignments failed")
 
 
 class Command(BaseCommand):
