@@ -258,7 +258,7 @@ def _owner_or_admin(request: HttpRequest) -> Membership | HttpResponseBase:
             return redirect("/admin/")
         return _refused(request, "No organization.", 404)
     if membership.role not in {Membership.Role.OWNER, Membership.Role.ADMIN}:
-        return _refused(request, "Only the owner and the admins set up single sign-on.", 403)
+        return redirect("web:learn")  # as on every admin page
     return membership
 
 
