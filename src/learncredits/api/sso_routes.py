@@ -17,10 +17,10 @@ router = Router(tags=["single sign-on"])
 
 @router.put("/orgs/{org_id}/sso", response=responses(200, s.SsoOut))
 def put_sso(request: HttpRequest, org_id: str, body: s.SsoIn) -> SsoConfig:
-    """Set up or change the org's single sign-on. People whose email is of one of
-    ``email_domains`` then sign in at the provider; with ``required``, the password form
-    refuses everyone of the org but its owner. A domain of another org's sign-on: 409
-    ``email_domain_taken``."""
+    """People whose email is of one of ``email_domains`` then sign in at the provider; with
+    ``required``, the password form refuses everyone of the org but its owner. Leave out
+    ``client_secret`` to keep the stored one. A domain of another org's sign-on: 409
+    ``email_domain_taken``; an issuer that is not an https URL: 422."""
     org = org_for(request, org_id)
     return sso.configure(
         org,
