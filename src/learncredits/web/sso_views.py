@@ -121,11 +121,7 @@ class SignInView(LoginView):
         return render(
             request,
             "registration/sso_continue.html",
-            {
-                "org_name": config.org.name,
-                "start_url": f"/login/sso/start?{query}",
-                "password_url": "/login?" + urlencode({"email": email, "password": "1"}),
-            },
+            {"org_name": config.org.name, "start_url": f"/login/sso/start?{query}"},
         )
 
     def _base_context(self, next_url: str) -> dict[str, Any]:
