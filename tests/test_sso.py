@@ -450,3 +450,23 @@ def test_the_owner_and_admins_set_it_up_on_the_settings_page(org: OrgHandle):
     learner.force_login(add_user(org, "lou@acme.example", "learner").user)
     assert learner.get("/settings/sso")["Location"] == "/learn"
     assert Client().get("/settings/sso").status_code == 302
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_orgs_racing_for_one_domain_leave_it_with_exactly_one(make_org):
+    """Eight orgs claim the same domain at once: one wins, the others get 409 (the domain's
+    primary key decides when the checks before the insert all pass together)."""
+    from tests.conftest import Api, run_threads
+
+    orgs = [make_org(f"Racer {n}") for n in range(8)]
+
+    def work(i: int, api: Api) -> Any:
+        return api.put(orgs[i].path("/sso"), sso_body(email_domains=["contested.example"]))
+
+    answers = run_threads(8, work, setup=lambda i: Api(orgs[i].key))
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200] + [409] * 7, [(a.status, a.body) for a in answers]
+    assert {a.code for a in answers if a.status == 409} == {"email_domain_taken"}
+    assert SsoDomain.objects.filter(domain="contested.example").count() == 1
+    assert SsoConfig.objects.count() == 1

@@ -23,6 +23,7 @@ from django.utils import timezone
 from learncredits.audit import trail as audit
 from learncredits.domain.errors import (
     EmailDomainTaken,
+    InvalidState,
     NotFound,
     SignInRefused,
     ValidationFailed,
@@ -195,8 +196,18 @@ def configure(
                 secret_changed=secret is not None,
             )
     except IntegrityError:
-        # Another org took one of the domains between the check and the insert.
-        raise EmailDomainTaken(_taken_message(domains), domains=domains) from None
+        # Another org took one of the domains between the check and the insert, or another
+        # request set up this org's single sign-on at the same moment.
+        taken = list(
+            SsoDomain.objects.filter(domain__in=domains)
+            .exclude(org=org)
+            .values_list("domain", flat=True)
+        )
+        if taken:
+            raise EmailDomainTaken(_taken_message(taken), domains=sorted(taken)) from None
+        raise InvalidState(
+            "single sign-on was being changed by another request at the same moment; try again"
+        ) from None
     return config
 
 
