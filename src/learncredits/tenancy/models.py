@@ -189,10 +189,19 @@ class SsoConfig(models.Model):
 
 class SsoDomain(models.Model):
     """An email domain whose people sign in through one org's provider. The domain is the
-    key, so one domain belongs to one org at most, whatever the race between two orgs."""
+    key, so one domain belongs to one org at most, whatever the race between two orgs.
+
+    Like ApiKeyPrefix, a lookup made before the org is known (the sign-in page has only an
+    email): under sharding by org it stays on the coordinator, hence no database foreign key
+    to the org. Written and removed with the org's SsoConfig, in its transaction."""
 
     domain = models.CharField(max_length=253, primary_key=True)
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sso_domains")
+    org = models.ForeignKey(
+        Organization,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="sso_domains",
+    )
 
     def __str__(self) -> str:
         return self.domain
