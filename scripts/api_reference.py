@@ -178,7 +178,9 @@ What each event's `data` holds is listed in [integrations.md](integrations.md).
 
 Besides the API, the service serves the dashboard: `/login`, `/` (the marketplace with the
 balance icons), `/buy`, `/assign`, `/assignments`, `/employees`, `/learn` (a learner's own
-assignments), `/settings/billing`, and the operator console under `/admin/`. Elements that
+assignments), `/settings/billing`, `/settings/sso` (single sign-on, for the owner and admins;
+`/login` asks for the email first and sends people of an SSO domain to their provider, back
+at `/login/sso/callback`: docs/identity.md), and the operator console under `/admin/`. Elements that
 tests and integrators rely on carry a stable `data-testid`, for example `balance-credits`,
 `balance-assigned`, `balance-available`, `balance-total` (with `data-at-risk`), the
 `quote-*` fields of the buy page, and `start-button` on `/learn`.
@@ -203,6 +205,7 @@ TAGS = {
     "alerts": "Alerts",
     "webhooks": "Webhook endpoints",
     "xapi": "Receiving xAPI statements",
+    "single sign-on": "Single sign-on (OpenID Connect)",
 }
 
 OPERATOR_ONLY_OUTSIDE_TAG = {"POST /billing/close-period", "GET /billing/statement"}
@@ -210,6 +213,14 @@ OPERATOR_ONLY_OUTSIDE_TAG = {"POST /billing/close-period", "GET /billing/stateme
 # One line per operation, in our words; the OpenAPI description (the view's docstring)
 # follows it when there is one. An operation missing here shows the OpenAPI summary.
 SUMMARIES = {
+    "PUT /orgs/{org_id}/sso": (
+        "Set up or change the org's single sign-on: its OpenID Connect provider (the answer "
+        "never shows the client secret, which is stored encrypted)."
+    ),
+    "GET /orgs/{org_id}/sso": (
+        "The org's single sign-on, with the redirect URI to register at the provider."
+    ),
+    "DELETE /orgs/{org_id}/sso": "Turn the org's single sign-on off.",
     "POST /orgs": "Create an organization (its balance starts at zero).",
     "GET /orgs": "List organizations.",
     "PATCH /orgs/{org_id}": (

@@ -516,6 +516,12 @@ ROUTES = [
           required=("payment_method",)),
     Route("GET", "/orgs/{a}/payment-method"),
     Route("DELETE", "/orgs/{a}/payment-method"),
+    Route("PUT", "/orgs/{a}/sso",
+          {"issuer": "https://idp.example.com", "client_id": "client", "client_secret": "secret",
+           "email_domains": ["a.example"], "required": False},
+          required=("issuer", "client_id", "email_domains")),
+    Route("GET", "/orgs/{a}/sso"),
+    Route("DELETE", "/orgs/{a}/sso"),
     # xAPI (HTTP Basic: the org id and one of its keys)
     Route("POST", "/xapi/statements", statement(NEW_STATEMENT, "e1@a.example"),
           basic_auth=True, headers=XAPI_VERSION),

@@ -95,8 +95,11 @@ class Visitor:
         assert self.problems == [], "\n".join(self.problems)
 
     def sign_in(self, email: str, password: str = PASSWORD) -> None:
+        """The email first, then (for an address without single sign-on) the password."""
         self.open("/login")
         self.page.get_by_label("Email").fill(email)
+        with self.page.expect_navigation():
+            self.page.get_by_test_id("login-continue").click()
         self.page.get_by_label("Password").fill(password)
         with self.page.expect_navigation():  # the POST answers, right or wrong
             self.page.get_by_test_id("login-submit").click()

@@ -129,6 +129,9 @@ API_ROUTES: dict[str, str] = {
     "PUT api/v1/orgs/<org_id>/payment-method": ORG,
     "GET api/v1/orgs/<org_id>/payment-method": ORG,
     "DELETE api/v1/orgs/<org_id>/payment-method": ORG,
+    "PUT api/v1/orgs/<org_id>/sso": ORG,
+    "GET api/v1/orgs/<org_id>/sso": ORG,
+    "DELETE api/v1/orgs/<org_id>/sso": ORG,
     # xAPI statements (HTTP Basic)
     "POST api/v1/xapi/statements": XAPI,
     "PUT api/v1/xapi/statements": XAPI,
@@ -162,6 +165,9 @@ PAGES: dict[str, str] = {
     "settings/billing/invoices/<int:invoice_id>.pdf": PAGE_ADMIN,
     "payments/test/authenticate/<str:intent_id>": PAGE_ADMIN,
     "settings/payment": PAGE_ADMIN,
+    "settings/sso": PAGE_ADMIN,
+    "login/sso/start": PAGE_PUBLIC,
+    "login/sso/callback": PAGE_PUBLIC,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is
@@ -325,6 +331,13 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
         api.post(base + "/webhooks", {"url": f"https://hooks.{label}.example/in", "events": []}),
         201,
     )["id"]
+    sso = {
+        "issuer": f"https://idp.{label}.example",
+        "client_id": f"client-{label}",
+        "client_secret": f"secret-{label}",
+        "email_domains": [f"{label}.example"],
+    }
+    ok(api.put(base + "/sso", sso))
     found = {
         label: org["id"],
         f"{label}_name": name,
@@ -385,7 +398,14 @@ def _build_world() -> World:
         keys={"a": a_key, "b": b_key},
         labels={"b": f"api_key:key_{b_key_pk}"},
         users=users,
-        markers=[a_ids["a_name"], "p1@a.example", "p2@a.example", a_ids["a"] + "/"],
+        markers=[
+            a_ids["a_name"],
+            "p1@a.example",
+            "p2@a.example",
+            a_ids["a"] + "/",
+            "idp.a.example",
+            "client-a",
+        ],
     )
 
 
@@ -517,6 +537,13 @@ BODIES: dict[str, Any] = {
         "max_credits_per_month": 100,
     },
     "PUT api/v1/orgs/<org_id>/payment-method": {"payment_method": "pm_card_visa"},
+    "PUT api/v1/orgs/<org_id>/sso": {
+        "issuer": "https://idp.mallory.example",
+        "client_id": "mallory",
+        "client_secret": "mallory-secret",
+        "email_domains": ["mallory.example"],
+        "required": True,
+    },
 }
 QUERIES: dict[str, dict[str, str]] = {
     "GET api/v1/orgs/<org_id>/statement": {"period": "2020-01"},

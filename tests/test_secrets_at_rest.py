@@ -41,13 +41,14 @@ from learncredits.api.models import IdempotencyRecord
 from learncredits.notify.models import WebhookEndpoint
 from learncredits.ops.management.commands import worker
 from learncredits.secrets_at_rest import UndecryptableSecret
-from learncredits.tenancy.models import ApiKey
+from learncredits.tenancy.models import ApiKey, SsoConfig
 from tests.conftest import Api, OrgHandle, Response, ok
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "Plain-Text-Never-Stored-7391"
 WRONG_PASSWORD = "Almost-The-Password-7391"
+SSO_CLIENT_SECRET = "oidc-Client-Secret-Never-Stored-5120"
 HOOK_URL = "http://127.0.0.1:9/hooks/learncredits"
 ROTATED_KEY = "rotated-" + "k" * 60
 
@@ -173,6 +174,17 @@ def handed_out(org: OrgHandle) -> Iterator[list[str]]:
     assert not sign_in("pat@example.com", WRONG_PASSWORD)  # a near miss, recorded by axes
     secrets.append(WRONG_PASSWORD)
     assert sign_in("pat@example.com", PASSWORD)  # a session row
+
+    # Single sign-on's client secret: sent to the provider, so encrypted, not hashed.
+    sso = {
+        "issuer": "https://idp.example.com",
+        "client_id": "client-1",
+        "client_secret": SSO_CLIENT_SECRET,
+        "email_domains": ["example.com"],
+    }
+    answer = ok(org.api.put(org.path("/sso"), sso))
+    assert SSO_CLIENT_SECRET not in json.dumps(answer)
+    secrets.append(SSO_CLIENT_SECRET)
     yield secrets
 
 
@@ -211,6 +223,26 @@ def test_the_fingerprint_of_a_request_with_a_password_is_keyed(org: OrgHandle) -
     bare = hashlib.sha256(b"POST\n" + path + b"\n" + canonical).hexdigest()
     record = IdempotencyRecord.objects.get(key="user-2")
     assert len(record.request_hash) == 64 and record.request_hash != bare
+
+
+def test_sso_client_secret_is_encrypted_and_read_back_in_clear(org: OrgHandle) -> None:
+    body = {
+        "issuer": "https://idp.example.com",
+        "client_id": "client-1",
+        "client_secret": SSO_CLIENT_SECRET,
+        "email_domains": ["example.com"],
+    }
+    ok(org.api.put(org.path("/sso"), body))
+    config = SsoConfig.objects.get()
+    assert config.client_secret == SSO_CLIENT_SECRET
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(SsoConfig._meta.db_table)
+        cursor.execute(f"SELECT client_secret FROM {table} WHERE id = %s", [config.pk])
+        (stored,) = cursor.fetchone()
+    assert stored.startswith("gAAAAA") and SSO_CLIENT_SECRET not in stored
+    assert secrets_at_rest.decrypt_text(stored) == SSO_CLIENT_SECRET
+    with pytest.raises(FieldError, match="Unsupported lookup"):
+        SsoConfig.objects.filter(client_secret=SSO_CLIENT_SECRET).exists()
 
 
 def test_webhook_secret_is_encrypted_and_still_signs(org: OrgHandle) -> None:

@@ -111,6 +111,11 @@ LEARNCREDITS_SELLER_ADDRESS = env.str(
 LEARNCREDITS_COLLECTION_RETRY_DAYS = [1, 3, 7]
 # Where people open the dashboard (links in emails).
 LEARNCREDITS_BASE_URL = env.str("LEARNCREDITS_BASE_URL", default="http://127.0.0.1:8000")
+# Single sign-on issuers must be https URLs; this (or DEBUG) also allows plain http to a
+# provider on this machine (127.0.0.1, localhost), as the tests run one.
+LEARNCREDITS_SSO_ALLOW_HTTP_LOCALHOST = env.bool(
+    "LEARNCREDITS_SSO_ALLOW_HTTP_LOCALHOST", default=False
+)
 # Outbox retry schedules, in seconds after each failed attempt (jittered by +-20%).
 LEARNCREDITS_EMAIL_RETRY_SECONDS = [10, 30, 60, 300, 900, 1800, 3600, 3600, 3600]
 LEARNCREDITS_WEBHOOK_RETRY_SECONDS = [5, 300, 1800, 7200, 18000, 36000, 36000]

@@ -485,6 +485,7 @@ def _register_routers() -> None:
     api.add_router("", "learncredits.api.refund_routes.router")
     api.add_router("", "learncredits.api.payment_routes.router")
     api.add_router("", "learncredits.api.tax_routes.router")
+    api.add_router("", "learncredits.api.sso_routes.router")
 
 
 _register_routers()

@@ -33,7 +33,8 @@ from learncredits.credits.models import Assignment, Purchase
 from learncredits.domain.pricing import Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, TaxProfile, Treatment
 from learncredits.notify.models import WebhookDelivery
-from learncredits.tenancy.models import ApiKey, Membership, Organization
+from learncredits.tenancy import sso
+from learncredits.tenancy.models import ApiKey, Membership, Organization, SsoConfig
 from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
@@ -783,3 +784,39 @@ class PaymentMethodOut(Schema):
 AlertPage = page_of(AlertOut)
 WebhookPage = page_of(WebhookOut)
 WebhookDeliveryPage = page_of(WebhookDeliveryOut)
+
+
+# --- single sign-on -----------------------------------------------------------------------------
+
+
+class SsoIn(StrictIn):
+    """The org's OpenID Connect provider. ``client_secret`` may be left out to keep the
+    stored one (it must be given the first time)."""
+
+    issuer: Annotated[StrictStr, Field(min_length=1, max_length=500)]
+    client_id: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    client_secret: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    email_domains: Annotated[
+        list[Annotated[StrictStr, Field(min_length=1, max_length=253)]],
+        Field(min_length=1, max_length=50),
+    ]
+    required: StrictBool = False
+
+
+class SsoOut(Schema):
+    # Never the client secret: it is stored encrypted and only sent to the provider.
+    issuer: str
+    client_id: str
+    email_domains: list[str]
+    required: bool
+    redirect_uri: str
+    created_at: UtcTime
+    updated_at: UtcTime
+
+    @staticmethod
+    def resolve_email_domains(config: SsoConfig) -> list[str]:
+        return sso.domains_of(config)
+
+    @staticmethod
+    def resolve_redirect_uri(config: SsoConfig) -> str:
+        return sso.redirect_uri()

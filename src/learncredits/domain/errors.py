@@ -38,6 +38,13 @@ class InvalidState(DomainError):
     title = "Invalid state"
 
 
+class EmailDomainTaken(InvalidState):
+    """An email domain asked for single sign-on already signs in through another org."""
+
+    code = "email_domain_taken"
+    title = "Email domain taken"
+
+
 class InsufficientCredits(DomainError):
     code = "insufficient_credits"
     title = "Insufficient credits"
@@ -70,6 +77,14 @@ class RefundExceedsAvailable(DomainError):
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"
+
+
+class SignInRefused(Forbidden):
+    """A single sign-on that the provider vouched for but we do not accept (another
+    domain, an unverified email, an account of another org)."""
+
+    code = "sign_in_refused"
+    title = "Sign-in refused"
 
 
 class Unauthenticated(DomainError):

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone as dj_timezone
 
+from learncredits.secrets_at_rest import EncryptedCharField
+
 
 class Organization(models.Model):
     name = models.CharField(max_length=200)
@@ -162,6 +164,47 @@ class Membership(models.Model):
                 name="membership_role_known",
             ),
         ]
+
+
+class SsoConfig(models.Model):
+    """An org's single sign-on through its OpenID Connect provider (tenancy/sso.py).
+
+    The client secret is kept encrypted (secrets_at_rest): the token request needs it in
+    clear, so it cannot be a hash. Deleting the row turns single sign-on off.
+    """
+
+    org = models.OneToOneField(Organization, on_delete=models.PROTECT, related_name="sso")
+    # Compared as is with the id token's ``iss``; discovery is at issuer + /.well-known/...
+    issuer = models.CharField(max_length=500)
+    client_id = models.CharField(max_length=255)
+    client_secret = EncryptedCharField(max_length=600)
+    # When set, only the org's owner may still sign in with a password.
+    required = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    updated_at = models.DateTimeField(default=dj_timezone.now)
+
+    def __str__(self) -> str:
+        return f"SSO of org {self.org_id} via {self.issuer}"
+
+
+class SsoDomain(models.Model):
+    """An email domain whose people sign in through one org's provider. The domain is the
+    key, so one domain belongs to one org at most, whatever the race between two orgs.
+
+    Like ApiKeyPrefix, a lookup made before the org is known (the sign-in page has only an
+    email): under sharding by org it stays on the coordinator, hence no database foreign key
+    to the org. Written and removed with the org's SsoConfig, in its transaction."""
+
+    domain = models.CharField(max_length=253, primary_key=True)
+    org = models.ForeignKey(
+        Organization,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="sso_domains",
+    )
+
+    def __str__(self) -> str:
+        return self.domain
 
 
 class SignInThrottle(models.Model):

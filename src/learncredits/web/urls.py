@@ -1,16 +1,18 @@
 """Dashboard URLs (docs/api.md, "Dashboard pages"): /login, /logout, /, /buy, /assign, /assignments,
-/employees, /learn, /settings/billing."""
+/employees, /learn, /settings/billing, /settings/sso; /login/sso/start and /login/sso/callback."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from learncredits.web import payment_views, views
+from learncredits.web import payment_views, sso_views, views
 
 app_name = "web"
 
 urlpatterns = [
     path("", views.home, name="marketplace"),
-    path("login", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login", sso_views.SignInView.as_view(), name="login"),
+    path("login/sso/start", sso_views.sso_start, name="sso_start"),
+    path("login/sso/callback", sso_views.sso_callback, name="sso_callback"),
     path(
         "payments/test/authenticate/<str:intent_id>",
         views.test_authenticate,
@@ -55,6 +57,7 @@ urlpatterns = [
     ),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
+    path("settings/sso", sso_views.sso_settings, name="sso_settings"),
     path("settings/payment", payment_views.payment_method, name="payment_method"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
