@@ -67,6 +67,14 @@ class RefundExceedsAvailable(DomainError):
     title = "Refund exceeds available"
 
 
+class AlreadyExists(ValidationFailed):
+    """A value that must be unique in the org is taken (an email, an identity-provider id,
+    a department's name)."""
+
+    code = "already_exists"
+    title = "Already exists"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"
@@ -96,6 +104,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     EmployeeInactive: 409,
     RefundExceedsAvailable: 409,
     PaymentMethodRequired: 409,
+    AlreadyExists: 409,
     MalformedRequest: 400,
     ValidationFailed: 422,
 }
