@@ -67,6 +67,13 @@ class RefundExceedsAvailable(DomainError):
     title = "Refund exceeds available"
 
 
+class BudgetExceeded(DomainError):
+    """A manager's assignment would take a department's committed credits over its budget."""
+
+    code = "budget_exceeded"
+    title = "Budget exceeded"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"
@@ -96,6 +103,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     EmployeeInactive: 409,
     RefundExceedsAvailable: 409,
     PaymentMethodRequired: 409,
+    BudgetExceeded: 409,
     MalformedRequest: 400,
     ValidationFailed: 422,
 }
