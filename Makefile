@@ -28,7 +28,7 @@ run: $(STAMP) $(KEY_FILE) ## install, migrate, create the demo org on first run,
 	$(RUN_ENV) $(BIN)/learncredits demo --host $(HOST) --port $(PORT)
 	$(RUN_ENV) $(BIN)/learncredits serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) ## install and run the whole test suite on SQLite, then on PostgreSQL
+test: $(STAMP) ## install and run the whole test suite on SQLite and on PostgreSQL (at once on two or more cores)
 	$(BIN)/python scripts/run_tests.py
 
 test-fast: $(STAMP) ## while working: SQLite, no browsers, no process-starting or long fuzz tests
