@@ -67,20 +67,19 @@ class RefundExceedsAvailable(DomainError):
     title = "Refund exceeds available"
 
 
-<<<<<<< HEAD
 class AlreadyExists(ValidationFailed):
     """A value that must be unique in the org is taken (an email, an identity-provider id,
     a department's name)."""
 
     code = "already_exists"
     title = "Already exists"
-=======
+
+
 class BudgetExceeded(DomainError):
     """A manager's assignment would take a department's committed credits over its budget."""
 
     code = "budget_exceeded"
     title = "Budget exceeded"
->>>>>>> departments
 
 
 class Forbidden(DomainError):
@@ -112,11 +111,8 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     EmployeeInactive: 409,
     RefundExceedsAvailable: 409,
     PaymentMethodRequired: 409,
-<<<<<<< HEAD
     AlreadyExists: 409,
-=======
     BudgetExceeded: 409,
->>>>>>> departments
     MalformedRequest: 400,
     ValidationFailed: 422,
 }
