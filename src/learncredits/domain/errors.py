@@ -68,8 +68,7 @@ class RefundExceedsAvailable(DomainError):
 
 
 class AlreadyExists(ValidationFailed):
-    """A value that must be unique in the org is taken (an email, an identity-provider id,
-    a department's name)."""
+    """A value that must be unique in the org is already another's (email, external id, name)."""
 
     code = "already_exists"
     title = "Already exists"

@@ -117,7 +117,7 @@ def _apply_user(
     except AlreadyExists as exc:
         raise UniquenessException(detail=exc.detail) from None
     provisioning.save_scim_profile(
-        employee, user_name=user_name, attributes=kept_attributes(attributes)
+        employee, user_name=user_name, attributes=kept_attributes(attributes), actor=caller.actor
     )
     active = attributes.get("active")
     if active is False:

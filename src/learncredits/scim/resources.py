@@ -34,9 +34,10 @@ from learncredits.tenancy.models import Department, Employee, ScimProfile
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
-# Attributes never kept: what SCIM computes (id, meta, groups) and what must not be stored
-# (a password: employees sign in through their own accounts or single sign-on, not SCIM).
-_NOT_KEPT = {"schemas", "id", "meta", "groups", "password"}
+# Attributes not kept in the profile: what SCIM computes (id, meta, groups), what has its
+# own column (active, externalId), and what must not be stored (a password: employees sign
+# in through their own accounts or single sign-on, not SCIM).
+_NOT_KEPT = {"schemas", "id", "meta", "groups", "password", "active", "externalId"}
 
 
 def is_email(value: object) -> bool:
@@ -118,8 +119,8 @@ def user_attributes(
         user_name = employee.email
     answer["userName"] = user_name
     # emails: as sent while they still give the employee's email.
-    if email_of({"userName": user_name, "emails": kept.get("emails")}) != employee.email or (
-        not kept.get("emails") and user_name != employee.email
+    if profile is None or email_of({"userName": user_name, "emails": kept.get("emails")}) != (
+        employee.email
     ):
         answer["emails"] = [{"value": employee.email, "type": "work", "primary": True}]
     # name: as sent while it still gives the employee's name; when none was sent, nothing

@@ -79,10 +79,24 @@ def update_employee(
 
 
 def save_scim_profile(
-    employee: Employee, *, user_name: str, attributes: dict[str, Any]
+    employee: Employee, *, user_name: str, attributes: dict[str, Any], actor: str
 ) -> ScimProfile:
-    """Keep what the provider sent (written in its caller's transaction, whose change to the
-    employee is audited)."""
+    """Keep what the provider sent, in its caller's transaction; audited when it changed."""
+    before = ScimProfile.objects.filter(employee=employee).first()
+    if (
+        before is not None
+        and before.deleted_at is None
+        and before.user_name == user_name[:254]
+        and before.attributes == attributes
+    ):
+        return before
+    audit.record(
+        actor,
+        "employee.scim_profile",
+        org_id=employee.org_id,
+        target=f"emp_{employee.pk}",
+        user_name=user_name[:254],
+    )
     profile, _ = ScimProfile.objects.update_or_create(
         employee=employee,
         defaults={
