@@ -4,6 +4,7 @@ the isolation of one org's token from another org's users and groups."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -120,7 +121,9 @@ def test_a_scim_token_is_shown_once_stored_hashed_and_revocable(org: OrgHandle) 
     created = ok(org.api.post(org.path("/scim-tokens"), {"name": "Okta"}), 201)
     assert set(created) == {"id", "token"} and created["id"].startswith("stk_")
     row = ScimToken.objects.get()
-    assert created["token"].split("_")[2] not in (row.secret_hash, row.prefix)
+    head, org_pk, prefix, secret = created["token"].split("_", 3)
+    assert (head, org_pk, prefix) == ("scim", str(row.org_id), row.prefix)
+    assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest() != secret
     scim = Scim(created["token"])
     made(scim.get("/Users"))
     assert org.api.request("DELETE", org.path(f"/scim-tokens/{created['id']}")).status == 204

@@ -198,16 +198,25 @@ class ScimToken(models.Model):
     """A bearer token an org's identity provider uses for SCIM provisioning (/scim/v2/).
 
     Like an API key, only a SHA-256 of the secret is kept and the token is shown once. The
-    token is ``scim_<prefix>_<secret>``: the prefix finds the row, and so the org, before
+    token is ``scim_<org id>_<prefix>_<secret>``: the org and prefix find the row before
     the secret is compared. It is a separate credential from API keys: a SCIM token reaches
     nothing but /scim/v2/, and an API key nothing there."""
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="scim_tokens")
     name = models.CharField(max_length=200)
-    prefix = models.CharField(max_length=16, unique=True)
+    prefix = models.CharField(max_length=16)
     secret_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=dj_timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The token carries its org's id, so the lookup is by (org, prefix): a rule a table
+        # distributed by org can enforce, with no table of prefixes across orgs.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "prefix"], name="scimtoken_prefix_unique_per_org"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"

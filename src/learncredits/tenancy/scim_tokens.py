@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.domain.errors import NotFound, ValidationFailed
 from learncredits.tenancy.models import Organization, ScimToken
@@ -59,7 +60,7 @@ def create_scim_token(org: Organization, *, name: str, actor: str) -> tuple[Scim
             name=name,
             prefix=prefix,
         )
-    return token, f"{TOKEN_HEAD}_{prefix}_{secret}"
+    return token, f"{TOKEN_HEAD}_{org.pk}_{prefix}_{secret}"
 
 
 def revoke_scim_token(org: Organization, token_id: int, *, actor: str) -> ScimToken:
@@ -80,12 +81,14 @@ def authenticate_scim_token(token: str) -> ScimCaller | None:
     """The org and token a bearer token stands for, or None (unknown, revoked, malformed,
     or another kind of credential)."""
     head, _, rest = token.partition("_")
+    org_part, _, rest = rest.partition("_")
     prefix, _, secret = rest.partition("_")
-    if head != TOKEN_HEAD or not prefix or not secret or len(prefix) > 16:
+    org_id = ids.whole_number(org_part)
+    if head != TOKEN_HEAD or org_id is None or not prefix or not secret or len(prefix) > 16:
         return None
     row = (
         ScimToken.objects.select_related("org")
-        .filter(prefix=prefix, revoked_at__isnull=True)
+        .filter(org_id=org_id, prefix=prefix, revoked_at__isnull=True)
         .first()
     )
     if row is None or not hmac.compare_digest(row.secret_hash, _hash_secret(secret)):
