@@ -206,6 +206,7 @@ TAGS = {
     "webhooks": "Webhook endpoints",
     "xapi": "Receiving xAPI statements",
     "single sign-on": "Single sign-on (OpenID Connect)",
+    "scim": "SCIM tokens (provisioning at /scim/v2/, docs/identity.md)",
 }
 
 OPERATOR_ONLY_OUTSIDE_TAG = {"POST /billing/close-period", "GET /billing/statement"}
@@ -264,6 +265,16 @@ SUMMARIES = {
     "POST /orgs/{org_id}/employees/{employee_id}/deactivate": (
         "The employee left: cancel their not-started assignments and release the reserved "
         "credits. Repeating it changes nothing."
+    ),
+    "POST /orgs/{org_id}/employees/{employee_id}/reactivate": (
+        "The employee is back and may be assigned content again; what the deactivation "
+        "released stays released. Repeating it changes nothing."
+    ),
+    "POST /orgs/{org_id}/scim-tokens": (
+        "Create a SCIM token for the org's identity provider; the token is in this answer only."
+    ),
+    "DELETE /orgs/{org_id}/scim-tokens/{token_id}": (
+        "Revoke a SCIM token (204, also when repeated)."
     ),
     "POST /orgs/{org_id}/purchases": (
         "Buy credits at the volume price. The credits are added when the payment succeeds; a "

@@ -131,6 +131,7 @@ def _build_org(operator: Api, label: str, name: str, c1: str, c2: str) -> dict[s
         api.post(base + "/webhooks", {"url": f"https://hooks.{label}.example/in", "events": []}),
         201,
     )["id"]
+    scim = ok(api.post(base + "/scim-tokens", {"name": "idp"}), 201)["id"]
     statement_id = f"8b5f0c55-0000-4000-8000-00000000000{label}"  # label is a hex digit
     ok(
         Api(None).request(
@@ -155,6 +156,7 @@ def _build_org(operator: Api, label: str, name: str, c1: str, c2: str) -> dict[s
         f"{label}_pur": purchase["id"],
         f"{label}_inv": purchase["invoice_id"],
         f"{label}_whk": webhook,
+        f"{label}_stk": scim,
         f"{label}_stmt": statement_id,
     }
 
@@ -478,6 +480,9 @@ ROUTES = [
           required=("name", "email")),
     Route("GET", "/orgs/{a}/employees"),
     Route("POST", "/orgs/{a}/employees/{a_emp2}/deactivate"),
+    Route("POST", "/orgs/{a}/employees/{a_emp2}/reactivate"),
+    Route("POST", "/orgs/{a}/scim-tokens", {"name": "Okta"}, required=("name",)),
+    Route("DELETE", "/orgs/{a}/scim-tokens/{a_stk}"),
     Route("GET", "/content"),
     Route("GET", "/pricing"),
     Route("GET", "/pricing/quote", params={"quantity": 95}),

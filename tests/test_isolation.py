@@ -69,6 +69,8 @@ PROVIDER_WEBHOOK = "provider-webhook"  # the payment provider's signed callbacks
 PROVIDER_WEBHOOKS = {"stripe/webhook"}
 STATIC = "static"  # the product's own icon: no auth, no org data
 STATIC_ROUTES = {"favicon.ico"}
+SCIM = "scim-token"  # SCIM 2.0: an org's SCIM token, which names the org
+SCIM_ROUTES = {"^scim/v2/(?P<rest>.*)$"}
 
 API_ROUTES: dict[str, str] = {
     # operator-only
@@ -101,6 +103,9 @@ API_ROUTES: dict[str, str] = {
     "POST api/v1/orgs/<org_id>/employees": ORG,
     "GET api/v1/orgs/<org_id>/employees": ORG,
     "POST api/v1/orgs/<org_id>/employees/<employee_id>/deactivate": ORG,
+    "POST api/v1/orgs/<org_id>/employees/<employee_id>/reactivate": ORG,
+    "POST api/v1/orgs/<org_id>/scim-tokens": ORG,
+    "DELETE api/v1/orgs/<org_id>/scim-tokens/<token_id>": ORG,
     "POST api/v1/orgs/<org_id>/purchases": ORG,
     "GET api/v1/orgs/<org_id>/purchases": ORG,
     "GET api/v1/orgs/<org_id>/purchases/<purchase_id>": ORG,
@@ -158,6 +163,7 @@ PAGES: dict[str, str] = {
     "assignments/<int:assignment_id>/<str:verb>": PAGE_ADMIN,
     "employees": PAGE_ADMIN,
     "employees/<int:employee_id>/deactivate": PAGE_ADMIN,
+    "employees/<int:employee_id>/reactivate": PAGE_ADMIN,
     "learn": PAGE_LEARNER,
     "settings/billing": PAGE_ADMIN,
     "settings/billing/ledger.csv": PAGE_ADMIN,
@@ -204,6 +210,8 @@ class Route:
             return PROVIDER_WEBHOOK
         if self.namespace == "" and self.route in STATIC_ROUTES:
             return STATIC
+        if self.namespace == "" and self.route in SCIM_ROUTES:
+            return SCIM
         return None
 
 
@@ -327,6 +335,7 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
     made = ok(api.post(base + "/assignments", {"content_id": content, "employee_ids": emps}), 201)
     open_, started, _ = (a["id"] for a in made["data"])
     ok(api.post(f"{base}/assignments/{started}/start"))
+    scim = ok(api.post(base + "/scim-tokens", {"name": "idp"}), 201)
     webhook = ok(
         api.post(base + "/webhooks", {"url": f"https://hooks.{label}.example/in", "events": []}),
         201,
@@ -351,6 +360,8 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
         f"{label}_inv": purchase["invoice_id"],
         f"{label}_intent": purchase["provider_reference"],
         f"{label}_whk": webhook,
+        f"{label}_stk": scim["id"],
+        f"{label}_scim": scim["token"],
     }
     for kind in ("emp", "asg", "inv"):
         found[f"{label}_{kind}_pk"] = _pk(found[f"{label}_{kind}"])
@@ -478,6 +489,7 @@ PARAM_IDS = {
     "invoice_id": "{a_inv}",
     "webhook_id": "{a_whk}",
     "key_id": "{a_key_id}",
+    "token_id": "{a_stk}",
 }
 UNKNOWN_IDS = {
     "employee_id": "emp_987654321",
@@ -486,6 +498,7 @@ UNKNOWN_IDS = {
     "invoice_id": "inv_987654321",
     "webhook_id": "whk_987654321",
     "key_id": "key_987654321",
+    "token_id": "stk_987654321",
 }
 
 
@@ -504,6 +517,7 @@ BODIES: dict[str, Any] = {
     "POST api/v1/orgs": {"name": "Mallory Inc", "billing_email": "m@mallory.example"},
     "PATCH api/v1/orgs/<org_id>": {"name": "Taken over", "alert_threshold": 5},
     "POST api/v1/orgs/<org_id>/api-keys": {"name": "stolen"},
+    "POST api/v1/orgs/<org_id>/scim-tokens": {"name": "stolen"},
     "POST api/v1/orgs/<org_id>/users": {
         "email": "mallory@mallory.example",
         "name": "Mallory",
@@ -815,6 +829,51 @@ def test_health_probes_tell_nothing_about_orgs(world, route):
     text = response.content.decode(errors="replace")
     for marker in world.markers:
         assert marker not in text
+
+
+def _scim(token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    client = Client(raise_request_exception=False)
+    response = getattr(client, method.lower())(
+        "/scim/v2" + path,
+        **({} if method == "GET" else {"data": json.dumps(body or {})}),
+        content_type="application/scim+json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    return response.status_code, json.loads(response.content) if response.content else None
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.category == SCIM], ids=str)
+def test_scim_with_org_b_token_and_org_a_ids_answers_404(world, route):
+    """B's SCIM token naming A's users (made by hand or by SCIM) and A's group, with every
+    method: 404 as for an id that exists nowhere, and nothing changes. Keys and the
+    operator's token are not SCIM tokens: 401."""
+    group = _scim(
+        world.ids["a_scim"],
+        "POST",
+        "/Groups",
+        {"displayName": "A team", "members": [{"value": world.ids["a_emp"]}]},
+    )
+    assert group[0] == 201, group
+    before = checksums()
+    paths = [f"/Users/{world.ids['a_emp']}", f"/Groups/{group[1]['id']}"]
+    unknown = ["/Users/emp_987654321", "/Groups/dep_987654321"]
+    user = {"userName": "mole@mallory.example", "active": False}
+    for path, nowhere in zip(paths, unknown, strict=True):
+        for method, body in (
+            ("GET", None),
+            ("PUT", user),
+            ("PATCH", {"Operations": [{"op": "replace", "value": {"active": False}}]}),
+            ("DELETE", None),
+        ):
+            foreign = _scim(world.ids["b_scim"], method, path, body)
+            other = _scim(world.ids["b_scim"], method, nowhere, body)
+            assert foreign[0] == other[0] == 404, (method, path, foreign)
+            assert foreign[1]["detail"] == other[1]["detail"]
+    listed = _scim(world.ids["b_scim"], "GET", "/Users")[1]
+    assert {r["userName"] for r in listed["Resources"]} == {f"p{n}@b.example" for n in (1, 2, 3)}
+    for token in (world.keys["a"], OPERATOR_TOKEN):
+        assert _scim(token, "GET", paths[0])[0] == 401
+    assert changed(before, checksums()) == []
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.category == PROVIDER_WEBHOOK], ids=str)

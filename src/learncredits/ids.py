@@ -29,6 +29,8 @@ PREFIXES = {
     "invoice": "inv",
     "alert": "alr",
     "webhook": "whk",
+    "department": "dep",
+    "scim_token": "stk",
 }
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1

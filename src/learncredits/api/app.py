@@ -43,6 +43,7 @@ from learncredits.domain.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from learncredits.tenancy import scim_tokens
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import ApiKey, Employee, Organization
 
@@ -192,6 +193,24 @@ def revoke_api_key(request: HttpRequest, org_id: str, key_id: str) -> ApiKey:
     return tenancy.revoke_api_key(org, pk, actor=principal.label)
 
 
+@api.post("/orgs/{org_id}/scim-tokens", response=responses(201, s.ScimTokenOut), tags=["scim"])
+def create_scim_token(request: HttpRequest, org_id: str, body: s.ScimTokenIn) -> Status[Any]:
+    """A token for the org's identity provider to provision through /scim/v2/; the token
+    is answered once and only its hash is kept."""
+    org = org_for(request, org_id)
+    created = scim_tokens.create_scim_token(org, name=body.name, actor=caller(request).label)
+    return Status(201, created)
+
+
+@api.delete("/orgs/{org_id}/scim-tokens/{token_id}", response=responses(204, None), tags=["scim"])
+def revoke_scim_token(request: HttpRequest, org_id: str, token_id: str) -> HttpResponse:
+    """The token stops working at once; revoking it again answers 204 as well."""
+    org = org_for(request, org_id)
+    pk = decode_or_404("scim_token", token_id, "SCIM token")
+    scim_tokens.revoke_scim_token(org, pk, actor=caller(request).label)
+    return HttpResponse(status=204)
+
+
 @api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
 def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any]:
     require_operator(request)
@@ -304,6 +323,19 @@ def deactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> 
     org = org_for(request, org_id)
     pk = decode_or_404("employee", employee_id, "employee")
     return actions.deactivate_employee(org, pk, actor=caller(request).label)
+
+
+@api.post(
+    "/orgs/{org_id}/employees/{employee_id}/reactivate",
+    response=responses(200, s.EmployeeOut),
+    tags=["employees"],
+)
+def reactivate_employee(request: HttpRequest, org_id: str, employee_id: str) -> Employee:
+    """Active again; the assignments released at deactivation are not brought back.
+    Reactivating an active employee answers 200 with the employee, unchanged."""
+    org = org_for(request, org_id)
+    pk = decode_or_404("employee", employee_id, "employee")
+    return actions.reactivate_employee(org, pk, actor=caller(request).label)
 
 
 @api.post(

@@ -34,7 +34,7 @@ from learncredits.domain.pricing import Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, TaxProfile, Treatment
 from learncredits.notify.models import WebhookDelivery
 from learncredits.tenancy import sso
-from learncredits.tenancy.models import ApiKey, Membership, Organization, SsoConfig
+from learncredits.tenancy.models import ApiKey, Membership, Organization, ScimToken, SsoConfig
 from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
@@ -211,6 +211,7 @@ AssignmentId = Annotated[str, BeforeValidator(_public_id("assignment"))]
 PurchaseId = Annotated[str, BeforeValidator(_public_id("purchase"))]
 LedgerId = Annotated[str, BeforeValidator(_public_id("ledger"))]
 ApiKeyId = Annotated[str, BeforeValidator(_public_id("api_key"))]
+ScimTokenId = Annotated[str, BeforeValidator(_public_id("scim_token"))]
 InvoiceId = Annotated[str, BeforeValidator(_public_id("invoice"))]
 AlertId = Annotated[str, BeforeValidator(_public_id("alert"))]
 WebhookId = Annotated[str, BeforeValidator(_public_id("webhook"))]
@@ -308,6 +309,24 @@ class ApiKeyOut(Schema):
 
     @staticmethod
     def resolve_key(created: tuple[ApiKey, str]) -> str:
+        return created[1]
+
+
+class ScimTokenIn(StrictIn):
+    name: Name
+
+
+class ScimTokenOut(Schema):
+    # A new SCIM token, answered once: from the pair create_scim_token returns.
+    id: ScimTokenId
+    token: str
+
+    @staticmethod
+    def resolve_id(created: tuple[ScimToken, str]) -> int:
+        return created[0].pk
+
+    @staticmethod
+    def resolve_token(created: tuple[ScimToken, str]) -> str:
         return created[1]
 
 

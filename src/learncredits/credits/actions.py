@@ -565,6 +565,33 @@ def deactivate_employee(org: Organization, employee_id: int, *, actor: str) -> E
         )
         _release(locked, pending, actor=actor, reason="employee deactivated")
         _write_balance(locked, org)
+        audit.record(
+            actor,
+            "employee.deactivate",
+            org_id=org.pk,
+            target=f"emp_{employee.pk}",
+            released=len(pending),
+        )
+    return employee
+
+
+def reactivate_employee(org: Organization, employee_id: int, *, actor: str) -> Employee:
+    """The employee is back (rehired, or deprovisioned by mistake): they may be assigned
+    content again. What their deactivation released stays released: those credits may have
+    been reserved for someone else since, so nothing is re-reserved behind the admin's back.
+
+    Reactivating an active employee is a harmless repeat, like deactivating twice. The
+    balance lock is taken, as deactivation takes it, so the two never interleave and a bulk
+    assignment deciding who is active under that lock sees one state or the other."""
+    with transaction.atomic():
+        lock_balance(org.pk)
+        employee = _get_employee(org.pk, employee_id)
+        if employee.active:
+            return employee
+        employee.active = True
+        employee.deactivated_at = None
+        employee.save(update_fields=["active", "deactivated_at"])
+        audit.record(actor, "employee.reactivate", org_id=org.pk, target=f"emp_{employee.pk}")
     return employee
 
 

@@ -74,6 +74,20 @@ class RefundExceedsAvailable(DomainError):
     title = "Refund exceeds available"
 
 
+class AlreadyExists(ValidationFailed):
+    """A value that must be unique in the org is already another's (email, external id, name)."""
+
+    code = "already_exists"
+    title = "Already exists"
+
+
+class BudgetExceeded(DomainError):
+    """A manager's assignment would take a department's committed credits over its budget."""
+
+    code = "budget_exceeded"
+    title = "Budget exceeded"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"
@@ -111,6 +125,8 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     EmployeeInactive: 409,
     RefundExceedsAvailable: 409,
     PaymentMethodRequired: 409,
+    AlreadyExists: 409,
+    BudgetExceeded: 409,
     MalformedRequest: 400,
     ValidationFailed: 422,
 }

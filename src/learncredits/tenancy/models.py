@@ -235,3 +235,51 @@ class SignInThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}: {self.failures}"
+
+
+class ScimToken(models.Model):
+    """A bearer token an org's identity provider uses for SCIM provisioning (/scim/v2/).
+
+    Like an API key, only a SHA-256 of the secret is kept and the token is shown once. The
+    token is ``scim_<org id>_<prefix>_<secret>``: the org and prefix find the row before
+    the secret is compared. It is a separate credential from API keys: a SCIM token reaches
+    nothing but /scim/v2/, and an API key nothing there."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="scim_tokens")
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16)
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The token carries its org's id, so the lookup is by (org, prefix): a rule a table
+        # distributed by org can enforce, with no table of prefixes across orgs.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "prefix"], name="scimtoken_prefix_unique_per_org"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class ScimProfile(models.Model):
+    """What the identity provider sent for an employee that has no column of its own, so
+    that SCIM answers what was provisioned: the userName as sent, the name's parts and the
+    emails list. The employee's own columns stay the truth (email, name, active, external
+    id); a profile whose values disagree with them is not served (scim/resources.py).
+
+    ``deleted_at``: the provider DELETEd the user. The employee is deactivated and kept
+    (their history stays), and SCIM answers 404 for them from then on."""
+
+    employee = models.OneToOneField(
+        Employee, on_delete=models.CASCADE, primary_key=True, related_name="scim_profile"
+    )
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    user_name = models.CharField(max_length=254, blank=True, default="")
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    updated_at = models.DateTimeField(default=dj_timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)

@@ -93,6 +93,15 @@ def _clean_name(name: str, field: str = "name") -> str:
     return name
 
 
+def clean_email(email: str, field: str = "email") -> str:
+    """The one rule for an email address (lower-cased), for other tenancy modules."""
+    return _clean_email(email, field)
+
+
+def clean_name(name: str, field: str = "name") -> str:
+    return _clean_name(name, field)
+
+
 def _clean_threshold(value: int) -> int:
     """The one bound on an alert threshold, for the API, the pages and the console alike."""
     if abs(value) > MAX_THRESHOLD:

@@ -55,6 +55,11 @@ urlpatterns = [
         views.employee_deactivate,
         name="employee_deactivate",
     ),
+    path(
+        "employees/<int:employee_id>/reactivate",
+        views.employee_reactivate,
+        name="employee_reactivate",
+    ),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
     path("settings/sso", sso_views.sso_settings, name="sso_settings"),

@@ -533,6 +533,19 @@ def employee_deactivate(request: HttpRequest, employee_id: int) -> HttpResponse:
     )
 
 
+@org_admin
+@require_POST
+def employee_reactivate(request: HttpRequest, employee_id: int) -> HttpResponse:
+    """Active again; what the deactivation released stays released."""
+    org = _org(request)
+    employee = Employee.objects.filter(org=org, pk=employee_id).first()
+    if employee is None:
+        raise Http404("no such employee")
+    actions.reactivate_employee(org, employee.pk, actor=_actor(request))
+    messages.success(request, f"{employee.name} reactivated.")
+    return redirect("web:employees")
+
+
 # --- learner -------------------------------------------------------------------------------------
 
 
