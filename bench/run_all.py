@@ -46,6 +46,7 @@ BENCHMARKS = [
     "dashboard_pages",
     "sqlite_writers",
     "balance_check",
+    "replica_reads",
 ]
 BUDGET_SECONDS = 15 * 60
 
