@@ -336,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=4, help="start clients (mixed run)")
     parser.add_argument("--duration", type=float, help="seconds per run")
     parser.add_argument("--no-mixed", action="store_true", help="leave out the mixed runs")
+    parser.add_argument(
+        "--per-route",
+        action="store_true",
+        help="also run each report alone (primary only): its CPU on the primary and the web",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     duration = args.duration or sizes.duration
@@ -351,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     totals: dict[str, dict[str, Any]] = {c: new_totals() for c in CONFIGS}
     mixed_totals: dict[str, dict[str, Any]] = {c: new_totals() for c in CONFIGS}
     routing: dict[str, str] = {}
+    per_route: dict[str, dict[str, Any]] = {}
     try:
         with clusters(args.keep) as (primary, replica):
             env = service_env(primary.url)
@@ -405,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                                     server, meter, reads_path, writes, args, duration
                                 )
                                 add(mixed_totals[config], result)
+                if args.per_route:
+                    per_route = measure_routes(primary, replica, read_gen, args, duration)
             finally:
                 reads_path.unlink()
                 for path in write_paths:
@@ -417,9 +425,67 @@ def main(argv: list[str] | None = None) -> int:
     for config in CONFIGS:
         report.note(f"{config}: {routing.get(config, '?')}")
     add_figures(report, totals, mixed_totals, args, duration, sizes)
+    for route, result in per_route.items():
+        answered = result["reads"]["sent"] - result["reads"]["errors"]
+        report.add(
+            Figure(
+                BENCH,
+                f"per route, primary only: GET {route}, primary / web CPU per 1,000",
+                1000 * result["cpu"]["primary"] / answered if answered else None,
+                "CPU s",
+                higher_is_better=False,
+                note=(
+                    f"web {1000 * result['cpu']['web'] / answered:.1f} CPU s per 1,000; "
+                    f"{result['reads']['ok_rps']:.1f} req/s, {answered} GETs"
+                    if answered
+                    else "no answers"
+                ),
+                extra=result,
+            )
+        )
     report.note(f"machine at end: load average {load_cpu()}")
     report.write()
     return 0
+
+
+def route_of(path: str) -> str:
+    """``/api/v1/orgs/org_1/ledger?x`` -> ``ledger``."""
+    return path.split("?")[0].split("/")[5]
+
+
+def measure_routes(
+    primary: PrivatePostgres,
+    replica: PrivatePostgres,
+    read_gen: dict[str, Any],
+    args: Any,
+    duration: float,
+) -> dict[str, dict[str, Any]]:
+    """Each report alone through a primary-only server: which of them weigh on the
+    database and which on the web processes."""
+    lines = read_requests(read_gen)
+    routes = sorted({route_of(path) for _m, path, _t in lines})
+    found: dict[str, dict[str, Any]] = {}
+    with server_for("primary only", primary, replica, args) as server:
+        for route in routes:
+            path = write_requests([line for line in lines if route_of(line[1]) == route])
+            try:
+                run_loadgen(
+                    server.port,
+                    path,
+                    connections=args.clients,
+                    duration=1.0,
+                    warmup=0.5,
+                    cycle=True,
+                )
+                log(BENCH, f"per route: {route}")
+
+                def meter() -> CpuMeter:
+                    return CpuMeter(primary, replica, server)
+
+                found[route] = measured_run(server, meter, path, None, args, max(3.0, duration / 3))
+            finally:
+                path.unlink()
+    return found
 
 
 def new_totals() -> dict[str, Any]:
