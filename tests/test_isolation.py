@@ -160,6 +160,7 @@ PAGES: dict[str, str] = {
     "assignments/<int:assignment_id>/<str:verb>": PAGE_ADMIN,
     "employees": PAGE_ADMIN,
     "employees/<int:employee_id>/deactivate": PAGE_ADMIN,
+    "departments": PAGE_ADMIN,
     "learn": PAGE_LEARNER,
     "settings/billing": PAGE_ADMIN,
     "settings/billing/ledger.csv": PAGE_ADMIN,

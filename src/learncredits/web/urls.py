@@ -53,6 +53,7 @@ urlpatterns = [
         views.employee_deactivate,
         name="employee_deactivate",
     ),
+    path("departments", views.department_list, name="departments"),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
     path("settings/payment", payment_views.payment_method, name="payment_method"),
