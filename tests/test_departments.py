@@ -440,6 +440,8 @@ def test_the_departments_page_shows_budgets_and_its_forms_change_them(org, make_
     assert page.status_code == 200
     text = page.content.decode()
     assert "Sales" in text and ">10<" in text and ">3<" in text and ">7<" in text
+    sales_pk = pk("department", sales["id"])
+    assert f"/settings/billing/ledger.csv?department={sales_pk}" in text
 
     made = admin.post(
         "/departments",
@@ -499,3 +501,38 @@ def test_a_manager_sees_and_assigns_only_their_departments(org, make_content):
     assert over.status_code == 409
     assert "over its budget" in over.content.decode()
     assert Assignment.objects.filter(org=org_row(org)).count() == 1
+
+
+def test_the_dashboards_ledger_csv_keeps_one_departments_entries(org, make_org, make_content):
+    course = make_content(2)
+    sales, ops = department(org, "Sales"), department(org, "Ops")
+    org.buy(10)
+    org.assign(course, [member(org, "Seller", sales["id"]), member(org, "Op", ops["id"])])
+    admin = signed_in(org, "admin")
+    sales_pk = pk("department", sales["id"])
+
+    response = admin.get("/settings/billing/ledger.csv", {"department": str(sales_pk)})
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["type"], r["department"]) for r in rows] == [("reserve", "Sales")]
+    everything = admin.get("/settings/billing/ledger.csv")
+    lines = b"".join(everything.streaming_content).decode().splitlines()
+    assert len(lines) == 1 + 3  # the purchase and both reservations
+
+    foreign = department(make_org("Other"), "Theirs")
+    for value in ("987654321", "x", str(pk("department", foreign["id"]))):
+        assert admin.get("/settings/billing/ledger.csv", {"department": value}).status_code == 404
+
+
+def test_the_assignments_page_filters_by_department(org, make_content):
+    course = make_content(1)
+    sales, ops = department(org, "Sales"), department(org, "Ops")
+    org.buy(5)
+    org.assign(
+        course, [member(org, "Seller Person", sales["id"]), member(org, "Ops Person", ops["id"])]
+    )
+    admin = signed_in(org, "admin")
+    page = admin.get("/assignments", {"department": str(pk("department", ops["id"]))})
+    assert page.status_code == 200
+    rows = page.content.decode().split('data-testid="assignment-row"')[1:]
+    assert [row.split("<td>", 1)[1].split("</td>", 1)[0] for row in rows] == ["Ops Person"]
