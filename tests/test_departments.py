@@ -536,3 +536,10 @@ def test_the_assignments_page_filters_by_department(org, make_content):
     assert page.status_code == 200
     rows = page.content.decode().split('data-testid="assignment-row"')[1:]
     assert [row.split("<td>", 1)[1].split("</td>", 1)[0] for row in rows] == ["Ops Person"]
+
+
+def test_budget_exceeded_is_a_409_wherever_it_is_met():
+    from learncredits.domain.errors import http_status
+
+    refusal = BudgetExceeded("over")
+    assert (refusal.code, http_status(refusal)) == ("budget_exceeded", 409)
