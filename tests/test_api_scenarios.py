@@ -1060,6 +1060,7 @@ def test_the_ledger_downloads_as_csv(org, operator, make_content):
         "assigned_after",
         "assignment_id",
         "purchase_id",
+        "department",
         "actor",
         "reason",
         "created_at",

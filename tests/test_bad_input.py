@@ -132,6 +132,7 @@ def _build_org(operator: Api, label: str, name: str, c1: str, c2: str) -> dict[s
         201,
     )["id"]
     scim = ok(api.post(base + "/scim-tokens", {"name": "idp"}), 201)["id"]
+    department = ok(api.post(base + "/departments", {"name": f"Dept {label}"}), 201)["id"]
     statement_id = f"8b5f0c55-0000-4000-8000-00000000000{label}"  # label is a hex digit
     ok(
         Api(None).request(
@@ -157,6 +158,7 @@ def _build_org(operator: Api, label: str, name: str, c1: str, c2: str) -> dict[s
         f"{label}_inv": purchase["invoice_id"],
         f"{label}_whk": webhook,
         f"{label}_stk": scim,
+        f"{label}_dep": department,
         f"{label}_stmt": statement_id,
     }
 
@@ -483,6 +485,13 @@ ROUTES = [
     Route("POST", "/orgs/{a}/employees/{a_emp2}/reactivate"),
     Route("POST", "/orgs/{a}/scim-tokens", {"name": "Okta"}, required=("name",)),
     Route("DELETE", "/orgs/{a}/scim-tokens/{a_stk}"),
+    Route("PATCH", "/orgs/{a}/employees/{a_emp2}", {"name": "e2 renamed"}),
+    Route("POST", "/orgs/{a}/departments",
+          {"name": "New Dept", "budget_credits": 10, "budget_year_start": "04-01"},
+          required=("name",)),
+    Route("GET", "/orgs/{a}/departments"),
+    Route("GET", "/orgs/{a}/departments/{a_dep}"),
+    Route("PATCH", "/orgs/{a}/departments/{a_dep}", {"budget_credits": 50}),
     Route("GET", "/content"),
     Route("GET", "/pricing"),
     Route("GET", "/pricing/quote", params={"quantity": 95}),
@@ -546,6 +555,7 @@ LIST_ROUTES = [
         "/orgs/{a}/api-keys",
         "/content",
         "/orgs/{a}/employees",
+        "/orgs/{a}/departments",
         "/orgs/{a}/purchases",
         "/orgs/{a}/assignments",
         "/orgs/{a}/ledger",
@@ -713,6 +723,27 @@ OTHER_ORG = [
     ("a-key:filter-by-b-employee",
      Case("a", "GET", "/orgs/{a}/assignments", 404, "not_found",
           params={"employee_id": "{b_emp}"})),
+    ("a-key:get-b-department",
+     Case("a", "GET", "/orgs/{a}/departments/{b_dep}", 404, "not_found")),
+    ("a-key:patch-b-department",
+     Case("a", "PATCH", "/orgs/{a}/departments/{b_dep}", 404, "not_found",
+          body={"name": "Taken"})),
+    ("a-key:patch-b-employee",
+     Case("a", "PATCH", "/orgs/{a}/employees/{b_emp}", 404, "not_found", body={"name": "X"})),
+    ("a-key:put-employee-in-b-department",
+     Case("a", "PATCH", "/orgs/{a}/employees/{a_emp}", 404, "not_found",
+          body={"department_id": "{b_dep}"})),
+    *[
+        (f"a-key:filter-{what}-by-b-department",
+         Case("a", "GET", f"/orgs/{{a}}/{what}", 404, "not_found",
+              params={"department_id": "{b_dep}", **extra}))
+        for what, extra in (
+            ("assignments", {}),
+            ("ledger", {}),
+            ("usage", {"from": "2024-01-01", "to": "2024-01-31"}),
+            ("statement", {"period": "2024-01"}),
+        )
+    ],
     ("a-key:get-b-invoice", Case("a", "GET", "/orgs/{a}/invoices/{b_inv}", 404, "not_found")),
     ("a-key:get-b-invoice-pdf",
      Case("a", "GET", "/orgs/{a}/invoices/{b_inv}/pdf", 404, "not_found")),

@@ -106,6 +106,11 @@ API_ROUTES: dict[str, str] = {
     "POST api/v1/orgs/<org_id>/employees/<employee_id>/reactivate": ORG,
     "POST api/v1/orgs/<org_id>/scim-tokens": ORG,
     "DELETE api/v1/orgs/<org_id>/scim-tokens/<token_id>": ORG,
+    "PATCH api/v1/orgs/<org_id>/employees/<employee_id>": ORG,
+    "POST api/v1/orgs/<org_id>/departments": ORG,
+    "GET api/v1/orgs/<org_id>/departments": ORG,
+    "GET api/v1/orgs/<org_id>/departments/<department_id>": ORG,
+    "PATCH api/v1/orgs/<org_id>/departments/<department_id>": ORG,
     "POST api/v1/orgs/<org_id>/purchases": ORG,
     "GET api/v1/orgs/<org_id>/purchases": ORG,
     "GET api/v1/orgs/<org_id>/purchases/<purchase_id>": ORG,
@@ -164,6 +169,7 @@ PAGES: dict[str, str] = {
     "employees": PAGE_ADMIN,
     "employees/<int:employee_id>/deactivate": PAGE_ADMIN,
     "employees/<int:employee_id>/reactivate": PAGE_ADMIN,
+    "departments": PAGE_ADMIN,
     "learn": PAGE_LEARNER,
     "settings/billing": PAGE_ADMIN,
     "settings/billing/ledger.csv": PAGE_ADMIN,
@@ -347,6 +353,7 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
         "email_domains": [f"{label}.example"],
     }
     ok(api.put(base + "/sso", sso))
+    department = ok(api.post(base + "/departments", {"name": f"{label} department"}), 201)["id"]
     found = {
         label: org["id"],
         f"{label}_name": name,
@@ -362,6 +369,7 @@ def _build_org(operator: Api, label: str, content: str) -> tuple[dict[str, str],
         f"{label}_whk": webhook,
         f"{label}_stk": scim["id"],
         f"{label}_scim": scim["token"],
+        f"{label}_dep": department,
     }
     for kind in ("emp", "asg", "inv"):
         found[f"{label}_{kind}_pk"] = _pk(found[f"{label}_{kind}"])
@@ -490,8 +498,10 @@ PARAM_IDS = {
     "webhook_id": "{a_whk}",
     "key_id": "{a_key_id}",
     "token_id": "{a_stk}",
+    "department_id": "{a_dep}",
 }
 UNKNOWN_IDS = {
+    "department_id": "dep_987654321",
     "employee_id": "emp_987654321",
     "assignment_id": "asg_987654321",
     "purchase_id": "pur_987654321",
@@ -539,6 +549,9 @@ BODIES: dict[str, Any] = {
     "PUT api/v1/seller": {"legal_name": "Mallory Ltd", "address": "Nowhere", "country": "GB"},
     "PUT api/v1/tax/rates": {"rates": []},
     "POST api/v1/orgs/<org_id>/employees": {"name": "Mole", "email": "mole@mallory.example"},
+    "PATCH api/v1/orgs/<org_id>/employees/<employee_id>": {"name": "Mole"},
+    "POST api/v1/orgs/<org_id>/departments": {"name": "Mole dept", "budget_credits": 1},
+    "PATCH api/v1/orgs/<org_id>/departments/<department_id>": {"budget_credits": 0},
     "POST api/v1/orgs/<org_id>/purchases": {"quantity": 5},
     "POST api/v1/orgs/<org_id>/assignments": {"content_id": "{c1}", "employee_ids": ["{a_emp3}"]},
     "POST api/v1/orgs/<org_id>/assignments/<assignment_id>/reassign": {"employee_id": "{a_emp3}"},
@@ -744,7 +757,7 @@ def test_org_b_key_in_its_own_org_with_org_a_object_ids(world, route):
         UNKNOWN_BODIES.get(route.key, body),
         UNKNOWN_QUERIES.get(route.key, query),
     )
-    a_ids = [world.ids[k] for k in ("a_emp", "a_emp3", "a_asg", "a_pur", "a_inv", "a_whk")]
+    a_ids = [world.ids[k] for k in ("a_emp", "a_emp3", "a_asg", "a_pur", "a_inv", "a_whk", "a_dep")]
     masked = [*a_ids, *UNKNOWN_IDS.values()]
     assert _masked(other, *masked) == _masked(response, *masked), route.key
 

@@ -28,7 +28,7 @@ from learncredits.credits.models import (
 )
 from learncredits.db import store
 from learncredits.domain.errors import InvalidState
-from learncredits.tenancy.models import ApiKey, Employee, Organization
+from learncredits.tenancy.models import ApiKey, Department, Employee, Organization
 from learncredits.tenancy.services import create_api_key, create_employee
 from tests.conftest import around_the_balance_check
 
@@ -376,7 +376,13 @@ def test_employees_active_is_the_orms_answer() -> None:
         e.save(update_fields=["active"])
     foreign = _employees(other, 2, prefix="f")
     asked = [e.pk for e in employees] + [f.pk for f in foreign] + [10**9]
-    oracle = set(Employee.objects.filter(org=org, pk__in=asked).values_list("id", "active"))
+    department = Department.objects.create(org=org, name="Sales")
+    for e in employees[::2]:
+        e.department = department
+        e.save(update_fields=["department"])
+    oracle = set(
+        Employee.objects.filter(org=org, pk__in=asked).values_list("id", "active", "department_id")
+    )
     got = store.employees_active(org.pk, asked)
     assert all(isinstance(row, store.EmployeeActiveRow) for row in got)
     assert {tuple(row) for row in got} == oracle

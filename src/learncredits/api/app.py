@@ -22,6 +22,8 @@ from learncredits.api.auth import (
     RateLimited,
     caller,
     decode_or_404,
+    department_filter,
+    manager_of,
     org_for,
     record_denial,
     require_operator,
@@ -33,7 +35,7 @@ from learncredits.billing import tax as billing_tax
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content, current_price_book, set_price_book
 from learncredits.credits import accounts, actions, aging, ledger_export
-from learncredits.credits.models import Assignment, LedgerEntry, Purchase
+from learncredits.credits.models import Assignment, Purchase
 from learncredits.credits.queries import BalanceView, balance_view
 from learncredits.domain import pricing
 from learncredits.domain.errors import (
@@ -395,7 +397,11 @@ def post_assignments(request: HttpRequest, org_id: str, body: s.AssignIn) -> Sta
     content_pk = decode_or_404("content", body.content_id, "content")
     employee_pks = _decode_all("employee", body.employee_ids, "employee")
     result = actions.assign_bulk(
-        org, content_id=content_pk, employee_ids=employee_pks, actor=caller(request).label
+        org,
+        content_id=content_pk,
+        employee_ids=employee_pks,
+        actor=caller(request).label,
+        manager_of=manager_of(request),
     )
     return Status(201, result)
 
@@ -406,6 +412,7 @@ class AssignmentFilter(ListParams):
     content_id: str | None = Field(None, max_length=40)
     # The aging report: only assignments made at least this many days ago, oldest first.
     older_than_days: int | None = Field(None, ge=0, le=aging.MAX_OLDER_THAN_DAYS)
+    department_id: str | None = Field(None, max_length=40)
 
 
 @api.get(
@@ -414,6 +421,12 @@ class AssignmentFilter(ListParams):
 def list_assignments(request: HttpRequest, org_id: str, params: Query[AssignmentFilter]) -> s.Page:
     org = org_for(request, org_id)
     queryset = Assignment.objects.filter(org=org)
+    scope = manager_of(request)
+    if scope is not None:
+        queryset = queryset.filter(employee__department_id__in=scope)
+    department_pk = department_filter(request, org, params.department_id)
+    if department_pk is not None:
+        queryset = queryset.filter(employee__department_id=department_pk)
     if params.older_than_days is not None:
         queryset = aging.older_than(queryset, params.older_than_days)
     if params.status:
@@ -447,10 +460,11 @@ def get_assignment(request: HttpRequest, org_id: str, assignment_id: str) -> Ass
     return found
 
 
-def _lifecycle_route(verb: str, action: Callable[..., Assignment]) -> None:
+def _lifecycle_route(verb: str, action: Callable[..., Assignment], *, scoped: bool = False) -> None:
     def view(request: HttpRequest, org_id: str, assignment_id: str) -> Assignment:
         org = org_for(request, org_id)
-        return action(org, _assignment_pk(assignment_id), actor=caller(request).label)
+        scope = {"manager_of": manager_of(request)} if scoped else {}
+        return action(org, _assignment_pk(assignment_id), actor=caller(request).label, **scope)
 
     view.__name__ = f"{verb}_assignment"
     api.post(
@@ -463,21 +477,25 @@ def _lifecycle_route(verb: str, action: Callable[..., Assignment]) -> None:
 
 _lifecycle_route("start", actions.start_assignment)
 _lifecycle_route("complete", actions.complete_assignment)
-_lifecycle_route("cancel", actions.cancel_assignment)
+_lifecycle_route("cancel", actions.cancel_assignment, scoped=True)
 
 
 @api.post(
     "/orgs/{org_id}/assignments/{assignment_id}/reassign",
-    response=responses(200, s.AssignmentOut),
+    response=responses(200, s.ReassignOut),
     tags=["assignments"],
 )
 def reassign(
     request: HttpRequest, org_id: str, assignment_id: str, body: s.ReassignIn
-) -> Assignment:
+) -> actions.ReassignResult:
     org = org_for(request, org_id)
     employee_pk = decode_or_404("employee", body.employee_id, "employee")
-    return actions.reassign_assignment(
-        org, _assignment_pk(assignment_id), employee_id=employee_pk, actor=caller(request).label
+    return actions.reassign(
+        org,
+        _assignment_pk(assignment_id),
+        employee_id=employee_pk,
+        actor=caller(request).label,
+        manager_of=manager_of(request),
     )
 
 
@@ -486,6 +504,7 @@ def reassign(
 
 class LedgerParams(ListParams):
     format: Literal["json", "csv"] = "json"
+    department_id: str | None = Field(None, max_length=40)
 
 
 @api.get(
@@ -497,13 +516,16 @@ class LedgerParams(ListParams):
 def get_ledger(request: HttpRequest, org_id: str, params: Query[LedgerParams]) -> Any:
     """The org's ledger, newest first; ``format=csv`` downloads all of it, oldest first."""
     org = org_for(request, org_id)
+    department_pk = department_filter(request, org, params.department_id)
     if params.format == "csv":
-        response = StreamingHttpResponse(ledger_export.ledger_csv(org), content_type="text/csv")
+        response = StreamingHttpResponse(
+            ledger_export.ledger_csv(org, department_id=department_pk), content_type="text/csv"
+        )
         response["Content-Disposition"] = (
-            f'attachment; filename="{ledger_export.ledger_csv_filename(org)}"'
+            f'attachment; filename="{ledger_export.ledger_csv_filename(org, department_pk)}"'
         )
         return response
-    return paginate(LedgerEntry.objects.filter(org=org), params)
+    return paginate(ledger_export.ledger_entries(org, department_id=department_pk), params)
 
 
 def _register_routers() -> None:
@@ -518,6 +540,7 @@ def _register_routers() -> None:
     api.add_router("", "learncredits.api.payment_routes.router")
     api.add_router("", "learncredits.api.tax_routes.router")
     api.add_router("", "learncredits.api.sso_routes.router")
+    api.add_router("", "learncredits.api.department_routes.router")
 
 
 _register_routers()

@@ -19,7 +19,7 @@ from ninja.security import HttpBearer
 from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.domain.errors import Forbidden, NotFound, Unauthenticated
-from learncredits.tenancy.models import Organization
+from learncredits.tenancy.models import Department, Organization
 from learncredits.tenancy.services import Principal, authenticate_token, get_org
 
 _CACHE_ATTR = "_learncredits_principal"
@@ -141,4 +141,33 @@ def decode_or_404(kind: str, value: str, what: str) -> int:
     pk = ids.decode(kind, value)
     if pk is None:
         raise NotFound(f"{what} not found")
+    return pk
+
+
+def manager_of(request: HttpRequest) -> frozenset[int] | None:
+    """A manager key's departments (it acts only for their employees, within budget);
+    None for every other caller, who acts for the whole org."""
+    principal = caller(request)
+    return principal.department_ids if principal.role == "manager" else None
+
+
+def require_org_admin(request: HttpRequest) -> Principal:
+    """The operator, or an org key acting as the org's owner or admin."""
+    principal = caller(request)
+    if principal.role not in ("operator", "owner", "admin"):
+        raise Forbidden("this endpoint is for the organization's admins")
+    return principal
+
+
+def department_filter(request: HttpRequest, org: Organization, value: str | None) -> int | None:
+    """The department a ``?department_id=`` names: 404 when it is not the org's (or, for a
+    manager, not one of theirs), exactly like an id that does not exist."""
+    if value is None:
+        return None
+    pk = decode_or_404("department", value, "department")
+    scope = manager_of(request)
+    if (scope is not None and pk not in scope) or not Department.objects.filter(
+        org=org, pk=pk
+    ).exists():
+        raise NotFound("department not found")
     return pk

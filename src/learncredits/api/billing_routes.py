@@ -12,7 +12,7 @@ from ninja import Query, Router
 from pydantic import Field
 
 from learncredits.api import schemas as s
-from learncredits.api.auth import decode_or_404, org_for, require_operator
+from learncredits.api.auth import decode_or_404, department_filter, org_for, require_operator
 from learncredits.api.common import ListParams, content, paginate, responses
 from learncredits.billing import reports
 from learncredits.billing.documents import invoice_page, invoice_pdf
@@ -179,14 +179,24 @@ def _statement_answer(statement: reports.Statement, params: StatementParams, nam
     return statement
 
 
+class OrgStatementParams(StatementParams):
+    department_id: str | None = Field(None, max_length=40)
+
+
 @router.get(
     "/orgs/{org_id}/statement",
     response=responses(200, s.StatementOut),
     openapi_extra=content("text/csv"),
 )
-def get_statement(request: HttpRequest, org_id: str, params: Query[StatementParams]) -> Any:
+def get_statement(request: HttpRequest, org_id: str, params: Query[OrgStatementParams]) -> Any:
+    """The org's statement; with ``department_id``, the consumption figures are that
+    department's (see docs/identity.md) and the rest stay the org's."""
     org = org_for(request, org_id)
-    return _statement_answer(reports.statement(org, params.period), params, f"org_{org.pk}")
+    department_pk = department_filter(request, org, params.department_id)
+    name = f"org_{org.pk}" + (f"-dep_{department_pk}" if department_pk else "")
+    return _statement_answer(
+        reports.statement(org, params.period, department_id=department_pk), params, name
+    )
 
 
 @router.get(
@@ -205,6 +215,7 @@ class UsageParams(s.Schema):
     from_: date = Field(..., alias="from")
     to: date
     granularity: Literal["day", "month"] = "day"
+    department_id: str | None = Field(None, max_length=40)
 
 
 @router.get("/orgs/{org_id}/usage", response=responses(200, s.UsageOut))
@@ -212,7 +223,10 @@ def get_usage(
     request: HttpRequest, org_id: str, params: Query[UsageParams]
 ) -> list[reports.UsagePoint]:
     org = org_for(request, org_id)
-    return reports.usage(org, params.from_, params.to, params.granularity)
+    department_pk = department_filter(request, org, params.department_id)
+    return reports.usage(
+        org, params.from_, params.to, params.granularity, department_id=department_pk
+    )
 
 
 class ForecastParams(s.Schema):

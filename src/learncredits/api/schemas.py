@@ -21,6 +21,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    model_validator,
 )
 
 from learncredits import ids
@@ -28,13 +29,21 @@ from learncredits.billing import tax as billing_tax
 from learncredits.billing.invoicing import amount_due_cents, invoice_status
 from learncredits.billing.models import Invoice, Refund
 from learncredits.billing.reports import UsagePoint
-from learncredits.credits.actions import BulkAssignResult
+from learncredits.credits import budgets
+from learncredits.credits.actions import BulkAssignResult, ReassignResult
 from learncredits.credits.models import Assignment, Purchase
 from learncredits.domain.pricing import Quote
 from learncredits.domain.tax import NOTES, TaxedAmount, TaxProfile, Treatment
 from learncredits.notify.models import WebhookDelivery
 from learncredits.tenancy import sso
-from learncredits.tenancy.models import ApiKey, Membership, Organization, ScimToken, SsoConfig
+from learncredits.tenancy.models import (
+    ApiKey,
+    Department,
+    Membership,
+    Organization,
+    ScimToken,
+    SsoConfig,
+)
 from learncredits.tenancy.services import MAX_RELEASE_UNSTARTED_DAYS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
@@ -166,6 +175,32 @@ class ReassignIn(StrictIn):
     employee_id: PublicId
 
 
+YearStart = Annotated[StrictStr, Field(min_length=1, max_length=10)]
+Budget = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+
+
+class DepartmentIn(StrictIn):
+    name: Name
+    # Credits per budget year; null: no limit.
+    budget_credits: Budget | None = None
+    # MM-DD, the day each budget year begins in the org's time zone.
+    budget_year_start: YearStart = "01-01"
+    external_id: Annotated[StrictStr, Field(max_length=255)] = ""
+
+
+class DepartmentPatch(StrictIn):
+    name: Name | None = None
+    budget_credits: Budget | None = None
+    budget_year_start: YearStart | None = None
+    external_id: Annotated[StrictStr, Field(max_length=255)] | None = None
+
+
+class EmployeePatch(StrictIn):
+    name: Name | None = None
+    # null: in no department.
+    department_id: PublicId | None = None
+
+
 # --- outputs ------------------------------------------------------------------------------
 #
 # One schema per resource, filled from the object the service returns (a model instance or a
@@ -215,6 +250,7 @@ ScimTokenId = Annotated[str, BeforeValidator(_public_id("scim_token"))]
 InvoiceId = Annotated[str, BeforeValidator(_public_id("invoice"))]
 AlertId = Annotated[str, BeforeValidator(_public_id("alert"))]
 WebhookId = Annotated[str, BeforeValidator(_public_id("webhook"))]
+DepartmentId = Annotated[str, BeforeValidator(_public_id("department"))]
 UtcTime = Annotated[str, BeforeValidator(_utc)]
 Day = Annotated[str, BeforeValidator(_day)]
 BlankIsNull = Annotated[str | None, BeforeValidator(_blank_is_null)]
@@ -353,6 +389,39 @@ class EmployeeOut(Schema):
     name: str
     email: str
     active: bool
+    department_id: DepartmentId | None
+    external_id: BlankIsNull
+
+
+class DepartmentOut(Schema):
+    id: DepartmentId
+    name: str
+    budget_credits: int | None
+    budget_year_start: str
+    # Assigned (open reservations) plus consumed this budget year by its employees.
+    committed_credits: int
+    # budget_credits - committed_credits (negative when over); null without a budget.
+    remaining_credits: int | None
+    external_id: BlankIsNull
+
+    @staticmethod
+    def resolve_committed_credits(department: Department) -> int:
+        return budgets.committed_credits(department)
+
+    @staticmethod
+    def resolve_remaining_credits(department: Department) -> int | None:
+        if department.budget_credits is None:
+            return None
+        return department.budget_credits - budgets.committed_credits(department)
+
+
+class BudgetWarningOut(FromAttributes):
+    # A department budget an admin's assignment went over (a manager's is refused instead).
+    department_id: DepartmentId
+    name: str
+    budget_credits: int
+    committed_credits: int
+    over_by: int
 
 
 class ContentOut(Schema):
@@ -464,9 +533,11 @@ class AssignmentOut(FromAttributes):
 
 
 class BulkAssignOut(Schema):
-    # From assign_bulk's result: the assignments made, and the employees skipped.
+    # From assign_bulk's result: the assignments made, the employees skipped, and the
+    # department budgets it went over.
     data: list[AssignmentOut]
     skipped: list[EmployeeId]
+    budget_warnings: list[BudgetWarningOut]
 
     @staticmethod
     def resolve_data(result: BulkAssignResult) -> list[Assignment]:
@@ -475,6 +546,19 @@ class BulkAssignOut(Schema):
     @staticmethod
     def resolve_skipped(result: BulkAssignResult) -> list[int]:
         return result.skipped_employee_ids
+
+
+class ReassignOut(AssignmentOut):
+    # The assignment moved, and the department budget the move went over, if any.
+    budget_warnings: list[BudgetWarningOut] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_result(cls, value: object) -> object:
+        if isinstance(value, ReassignResult):
+            fields = {f: getattr(value.assignment, f) for f in AssignmentOut.model_fields}
+            return {**fields, "budget_warnings": value.budget_warnings}
+        return value
 
 
 class LedgerEntryOut(FromAttributes):
@@ -488,6 +572,8 @@ class LedgerEntryOut(FromAttributes):
     assigned_after: int
     assignment_id: AssignmentId | None
     purchase_id: PurchaseId | None
+    # The department of the assignment's employee (by name), when there is one.
+    department: str | None = None
     actor: str
     reason: str
     created_at: UtcTime
@@ -545,6 +631,7 @@ ContentPage = page_of(ContentOut)
 PurchasePage = page_of(PurchaseOut)
 AssignmentPage = page_of(AssignmentOut)
 LedgerPage = page_of(LedgerEntryOut)
+DepartmentPage = page_of(DepartmentOut)
 
 
 # --- billing ------------------------------------------------------------------------------

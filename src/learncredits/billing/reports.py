@@ -83,17 +83,25 @@ def _deferred_at(org_id: int, moment: datetime) -> int:
     )
 
 
-def statement(org: Organization, period: str) -> Statement:
-    """One org's statement for one calendar month of its own time zone."""
+def statement(org: Organization, period: str, department_id: int | None = None) -> Statement:
+    """One org's statement for one calendar month of its own time zone.
+
+    With ``department_id``, what the department's employees consumed: consumed, overage and
+    recognized figures count only the entries of their assignments. Credits are one pool
+    for the whole org, so the balances, purchases, grants, refunds, deferred revenue and tax
+    stay the org's."""
     start, end = period_bounds(period, org.timezone)
     entries = LedgerEntry.objects.filter(org_id=org.pk, created_at__gte=start, created_at__lt=end)
+    consumption = entries
+    if department_id is not None:
+        consumption = entries.filter(assignment__employee__department_id=department_id)
     purchased = _sum(entries.filter(type=T.PURCHASE), "credits_delta")
     granted = _sum(
         entries.filter(Q(type=T.GRANT) | Q(type=T.ADJUSTMENT, credits_delta__gt=0)),
         "credits_delta",
     )
     consumed = -_sum(
-        entries.filter(Q(type=T.CONSUME) | Q(type=T.ADJUSTMENT, credits_delta__lt=0)),
+        consumption.filter(Q(type=T.CONSUME) | Q(type=T.ADJUSTMENT, credits_delta__lt=0)),
         "credits_delta",
     )
     lots_in_period = CreditLot.objects.filter(
@@ -103,6 +111,11 @@ def statement(org: Organization, period: str) -> Statement:
         org_id=org.pk, entry__created_at__gte=start, entry__created_at__lt=end
     )
     refund_draws = draws_in_period.filter(entry__type=T.REFUND)
+    recognized_draws = draws_in_period.exclude(entry__type=T.REFUND)
+    if department_id is not None:
+        recognized_draws = recognized_draws.filter(
+            entry__assignment__employee__department_id=department_id
+        )
     return Statement(
         period=period,
         opening_credits=_credits_before(org.pk, start),
@@ -111,13 +124,10 @@ def statement(org: Organization, period: str) -> Statement:
         consumed_credits=consumed,
         closing_credits=_credits_before(org.pk, end),
         purchased_cents=_sum(lots_in_period, F("quantity") * F("unit_price_cents")),
-        recognized_cents=_sum(
-            draws_in_period.exclude(entry__type=T.REFUND),
-            F("quantity") * F("lot__unit_price_cents"),
-        ),
-        overage_credits=_sum(entries, "overage_credits"),
+        recognized_cents=_sum(recognized_draws, F("quantity") * F("lot__unit_price_cents")),
+        overage_credits=_sum(consumption, "overage_credits"),
         overage_cents=_sum(
-            entries.filter(overage_credits__gt=0),
+            consumption.filter(overage_credits__gt=0),
             F("overage_credits") * F("retail_unit_price_cents"),
         ),
         deferred_opening_cents=_deferred_at(org.pk, start),
@@ -172,8 +182,17 @@ def _bucket_starts(first: date, last: date, granularity: str) -> list[date]:
     return starts
 
 
-def usage(org: Organization, first: date, last: date, granularity: str) -> list[UsagePoint]:
-    """Consumption per day or month (org time zone), with the balance at each bucket's end."""
+def usage(
+    org: Organization,
+    first: date,
+    last: date,
+    granularity: str,
+    department_id: int | None = None,
+) -> list[UsagePoint]:
+    """Consumption per day or month (org time zone), with the balance at each bucket's end.
+
+    With ``department_id``: what the department's employees consumed, and the credits still
+    reserved for them at each bucket's end; ``credits`` stays the org's (one pool)."""
     if granularity not in ("day", "month"):
         raise ValidationFailed("granularity must be 'day' or 'month'")
     if last < first:
@@ -221,6 +240,23 @@ def usage(org: Organization, first: date, last: date, granularity: str) -> list[
         )
         if row["entries"]:
             credits, assigned = balances_before(bounds[index + 1])
+        if department_id is not None:
+            mine = entries.filter(
+                created_at__gte=bounds[index],
+                created_at__lt=bounds[index + 1],
+                assignment__employee__department_id=department_id,
+            ).aggregate(
+                consumed=Sum(-F("credits_delta"), filter=consume, default=0),
+                overage=Sum("overage_credits", filter=consume, default=0),
+            )
+            row["consumed"], row["overage"] = mine["consumed"], mine["overage"]
+            assigned = _sum(
+                entries.filter(
+                    created_at__lt=bounds[index + 1],
+                    assignment__employee__department_id=department_id,
+                ),
+                "assigned_delta",
+            )
         points.append(
             UsagePoint(
                 start.isoformat(), int(row["consumed"]), int(row["overage"]), assigned, credits

@@ -11,7 +11,7 @@ balances after it, and the balance row is written last.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -21,7 +21,7 @@ from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import alerts
+from learncredits.credits import alerts, budgets
 from learncredits.credits.events import emit, emit_in, emit_many
 from learncredits.credits.locking import LockedBalance, lock_balance, locked_from
 from learncredits.credits.models import (
@@ -33,6 +33,7 @@ from learncredits.credits.models import (
 )
 from learncredits.db import store
 from learncredits.domain.balance import Counters, is_at_risk, split_start
+from learncredits.domain.budgets import BudgetOutlook
 from learncredits.domain.errors import (
     EmployeeInactive,
     InsufficientCredits,
@@ -240,16 +241,41 @@ def _insert_reserves(
 class BulkAssignResult:
     created: list[Assignment]
     skipped_employee_ids: list[int]
+    # Departments this assignment took over budget (an admin's: a manager's is refused).
+    budget_warnings: list[BudgetOutlook] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReassignResult:
+    assignment: Assignment
+    budget_warnings: list[BudgetOutlook] = field(default_factory=list)
+
+
+def _outside(manager_of: frozenset[int] | None, department_id: int | None) -> bool:
+    """Whether a manager (``manager_of``: their departments) may not see this employee.
+    Everyone else (None) sees every employee of the org."""
+    return manager_of is not None and department_id not in manager_of
 
 
 def assign_bulk(
-    org: Organization, *, content_id: int, employee_ids: Sequence[int], actor: str
+    org: Organization,
+    *,
+    content_id: int,
+    employee_ids: Sequence[int],
+    actor: str,
+    manager_of: frozenset[int] | None = None,
 ) -> BulkAssignResult:
     """Assign one content item to many employees, all or nothing.
 
     Unknown or inactive employees refuse the whole request; employees already holding an
     open assignment of the item are skipped (and not charged again). Each new premium
     assignment reserves its cost: one ``reserve`` ledger entry per assignment.
+
+    ``manager_of`` is a manager's departments: employees outside them are unknown to the
+    manager (404), and a department budget the assignment would exceed refuses it
+    (``budget_exceeded``). For anyone else the budgets over which it goes are returned, to
+    be told. Both are decided under the balance lock, so concurrent assignments cannot
+    together go over a budget.
     """
     unique_ids = list(dict.fromkeys(employee_ids))
     if not 1 <= len(unique_ids) <= MAX_BULK_ASSIGN:
@@ -261,7 +287,9 @@ def assign_bulk(
 
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        found = {row.id: row.active for row in store.employees_active(org.pk, unique_ids)}
+        rows = store.employees_active(org.pk, unique_ids)
+        found = {row.id: row.active for row in rows if not _outside(manager_of, row.department_id)}
+        department_of = {row.id: row.department_id for row in rows}
         missing = [pk for pk in unique_ids if pk not in found]
         if missing:
             raise NotFound(
@@ -281,6 +309,12 @@ def assign_bulk(
             statuses=(Assignment.Status.ASSIGNED.value, Assignment.Status.STARTED.value),
         )
         to_assign = [pk for pk in unique_ids if pk not in holding]
+        adding: dict[int, int] = {}
+        for pk in to_assign:
+            department_id = department_of[pk]
+            if department_id is not None:
+                adding[department_id] = adding.get(department_id, 0) + content.credit_cost
+        warnings = budgets.check(org, adding, enforce=manager_of is not None)
         now = timezone.now()
         created = _insert_assignments(org.pk, content, to_assign, now)
         if content.credit_cost and created:
@@ -306,6 +340,7 @@ def assign_bulk(
     return BulkAssignResult(
         created=_assignments_of(org.pk, content, to_assign, created, now),
         skipped_employee_ids=[pk for pk in unique_ids if pk in holding],
+        budget_warnings=warnings,
     )
 
 
@@ -484,11 +519,34 @@ def _release(
     )
 
 
-def cancel_assignment(org: Organization, assignment_id: int, *, actor: str) -> Assignment:
-    """Cancel before start: the reservation is released. Cancelling twice is harmless."""
+def _get_managed_assignment(
+    org_id: int, assignment_id: int, manager_of: frozenset[int] | None
+) -> Assignment:
+    """The assignment, or not found when a manager's departments do not hold its employee."""
+    assignment = _get_assignment(org_id, assignment_id)
+    if manager_of is not None:
+        department_id = (
+            Employee.objects.filter(pk=assignment.employee_id)
+            .values_list("department_id", flat=True)
+            .first()
+        )
+        if _outside(manager_of, department_id):
+            raise NotFound("assignment not found")
+    return assignment
+
+
+def cancel_assignment(
+    org: Organization,
+    assignment_id: int,
+    *,
+    actor: str,
+    manager_of: frozenset[int] | None = None,
+) -> Assignment:
+    """Cancel before start: the reservation is released. Cancelling twice is harmless.
+    A manager (``manager_of``) cancels only their departments' employees' assignments."""
     with transaction.atomic():
         locked = lock_balance(org.pk)
-        assignment = _get_assignment(org.pk, assignment_id)
+        assignment = _get_managed_assignment(org.pk, assignment_id, manager_of)
         if decide(assignment.status, Action.CANCEL) is Outcome.NOOP:
             return assignment
         _release(locked, [assignment], actor=actor, reason="cancelled")
@@ -517,24 +575,57 @@ def release_unstarted(
 
 
 def reassign_assignment(
-    org: Organization, assignment_id: int, *, employee_id: int, actor: str
+    org: Organization,
+    assignment_id: int,
+    *,
+    employee_id: int,
+    actor: str,
+    manager_of: frozenset[int] | None = None,
 ) -> Assignment:
+    """``reassign``'s assignment, for callers that need not be told about budgets."""
+    return reassign(
+        org, assignment_id, employee_id=employee_id, actor=actor, manager_of=manager_of
+    ).assignment
+
+
+def reassign(
+    org: Organization,
+    assignment_id: int,
+    *,
+    employee_id: int,
+    actor: str,
+    manager_of: frozenset[int] | None = None,
+) -> ReassignResult:
     """Move a not-started reservation to another active employee; balances are unchanged.
 
     It still takes the balance lock first, like every action: bulk assignment decides who
     already holds the item under that lock, and a reassignment racing it must not change
-    the answer underneath it."""
+    the answer underneath it. A reservation moved into another department commits its cost
+    there: a manager (``manager_of``, who may move only between their own departments'
+    employees) is refused past that budget, anyone else is told."""
     with transaction.atomic():
         lock_balance(org.pk)
-        assignment = Assignment.objects.filter(org_id=org.pk, pk=assignment_id).first()
-        if assignment is None:
-            raise NotFound("assignment not found")
+        assignment = _get_managed_assignment(org.pk, assignment_id, manager_of)
         decide(assignment.status, Action.REASSIGN)
         employee = _get_employee(org.pk, employee_id)
+        if _outside(manager_of, employee.department_id):
+            raise NotFound("employee not found")
         if not employee.active:
             raise EmployeeInactive("the new employee is inactive")
         if employee.pk == assignment.employee_id:
-            return assignment
+            return ReassignResult(assignment)
+        warnings: list[BudgetOutlook] = []
+        previous_department = (
+            Employee.objects.filter(pk=assignment.employee_id)
+            .values_list("department_id", flat=True)
+            .first()
+        )
+        if employee.department_id is not None and employee.department_id != previous_department:
+            warnings = budgets.check(
+                org,
+                {employee.department_id: assignment.credit_cost},
+                enforce=manager_of is not None,
+            )
         try:
             with transaction.atomic():
                 Assignment.objects.filter(pk=assignment.pk, org_id=org.pk).update(
@@ -545,7 +636,7 @@ def reassign_assignment(
                 "the employee already holds an open assignment of this content"
             ) from None
         assignment.employee_id = employee.pk
-    return assignment
+    return ReassignResult(assignment, warnings)
 
 
 def deactivate_employee(org: Organization, employee_id: int, *, actor: str) -> Employee:

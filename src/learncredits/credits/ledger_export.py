@@ -7,6 +7,8 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
+from django.db.models import F, QuerySet
+
 from learncredits import ids
 from learncredits.credits.models import LedgerEntry
 from learncredits.ids import iso
@@ -22,6 +24,7 @@ LEDGER_FIELDS = (
     "assigned_after",
     "assignment_id",
     "purchase_id",
+    "department",
     "actor",
     "reason",
     "created_at",
@@ -39,6 +42,7 @@ def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
         "assigned_after": e.assigned_after,
         "assignment_id": ids.encode("assignment", e.assignment_id),
         "purchase_id": ids.encode("purchase", e.purchase_id),
+        "department": getattr(e, "department", None),
         "actor": e.actor,
         "reason": e.reason,
         "created_at": iso(e.created_at),
@@ -52,17 +56,31 @@ class _Echo:
         return value
 
 
-def ledger_csv(org: Organization) -> Iterator[str]:
-    """The org's whole ledger as CSV lines, oldest first, read in chunks so that a streamed
-    response of any length holds little in memory."""
+def ledger_entries(org: Organization, department_id: int | None = None) -> QuerySet[LedgerEntry]:
+    """The org's ledger entries, each with ``department``: the name of the department of the
+    employee whose assignment the entry belongs to (None for purchases, adjustments and
+    employees in no department). With ``department_id``, only that department's entries."""
+    queryset = LedgerEntry.objects.filter(org=org).annotate(
+        department=F("assignment__employee__department__name")
+    )
+    if department_id is not None:
+        queryset = queryset.filter(assignment__employee__department_id=department_id)
+    return queryset
+
+
+def ledger_csv(org: Organization, department_id: int | None = None) -> Iterator[str]:
+    """The org's whole ledger (or one department's part of it) as CSV lines, oldest first,
+    read in chunks so that a streamed response of any length holds little in memory."""
     writer = csv.writer(_Echo())
     yield writer.writerow(LEDGER_FIELDS)
-    entries = LedgerEntry.objects.filter(org=org).order_by("pk").iterator(chunk_size=2000)
+    entries = ledger_entries(org, department_id).order_by("pk").iterator(chunk_size=2000)
     for entry in entries:
         row = ledger_entry(entry)
         yield writer.writerow(["" if row[f] is None else row[f] for f in LEDGER_FIELDS])
 
 
-def ledger_csv_filename(org: Organization) -> str:
+def ledger_csv_filename(org: Organization, department_id: int | None = None) -> str:
     """The download's name, the same from the API and the dashboard."""
+    if department_id is not None:
+        return f"ledger-org_{org.pk}-dep_{department_id}.csv"
     return f"ledger-org_{org.pk}.csv"

@@ -633,20 +633,25 @@ def insert_assignments(
 class EmployeeActiveRow(NamedTuple):
     id: int
     active: bool
+    department_id: int | None
 
 
 def employees_active(org_id: int, employee_ids: Sequence[int]) -> list[EmployeeActiveRow]:
-    """Which of ``employee_ids`` are the org's employees, and whether each is active (in no
-    particular order; ids of other orgs or of nobody are left out)."""
+    """Which of ``employee_ids`` are the org's employees, whether each is active and its
+    department (in no particular order; ids of other orgs or of nobody are left out)."""
     if not employee_ids:
         return []
     where, params = _in_ids("id", employee_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, active FROM {_table(Employee)} WHERE org_id = %s AND {where}",
+            f"SELECT id, active, department_id FROM {_table(Employee)} "
+            f"WHERE org_id = %s AND {where}",
             [org_id, *params],
         )
-        return [EmployeeActiveRow(int(pk), bool(active)) for pk, active in cursor.fetchall()]
+        return [
+            EmployeeActiveRow(int(pk), bool(active), None if dep is None else int(dep))
+            for pk, active, dep in cursor.fetchall()
+        ]
 
 
 def employees_holding(

@@ -60,6 +60,7 @@ urlpatterns = [
         views.employee_reactivate,
         name="employee_reactivate",
     ),
+    path("departments", views.department_list, name="departments"),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
     path("settings/sso", sso_views.sso_settings, name="sso_settings"),

@@ -19,7 +19,7 @@ import pycountry
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -35,15 +35,16 @@ from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import accounts, actions, aging, ledger_export, queries
+from learncredits.credits import accounts, actions, aging, budgets, ledger_export, queries
 from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
+from learncredits.tenancy import departments as tenancy_departments
 from learncredits.tenancy import services as tenancy
-from learncredits.tenancy.models import Employee, Membership, Organization
+from learncredits.tenancy.models import Department, Employee, Membership, Organization
 
 View = Callable[..., HttpResponseBase]
 
@@ -76,6 +77,54 @@ def org_admin(view: View) -> View:
             timezone.deactivate()
 
     return wrapped
+
+
+# Who may use the assigning pages and /departments: the org's owner and admins, and its
+# managers, who see and act on their own departments' employees only.
+STAFF_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN, Membership.Role.MANAGER)
+
+
+def org_staff(view: View) -> View:
+    """The org's owner, admins and managers; ``request.manager_of`` is a manager's
+    departments (None for the others, who act for the whole org)."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        membership = getattr(request.user, "membership", None)
+        if membership is None:
+            if request.user.is_staff:
+                return redirect("/admin/")
+            raise Http404("no organization")
+        if membership.role not in STAFF_ROLES:
+            return redirect("web:learn")
+        request.org = membership.org  # type: ignore[attr-defined]
+        request.manager_of = (  # type: ignore[attr-defined]
+            frozenset(membership.departments.values_list("pk", flat=True))
+            if membership.role == Membership.Role.MANAGER
+            else None
+        )
+        timezone.activate(ZoneInfo(membership.org.timezone))
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            timezone.deactivate()
+
+    return wrapped
+
+
+def _manager_of(request: HttpRequest) -> frozenset[int] | None:
+    scope: frozenset[int] | None = getattr(request, "manager_of", None)
+    return scope
+
+
+def _employees_in_reach(request: HttpRequest, org: Organization) -> QuerySet[Employee]:
+    """The employees the signed-in person may pick: a manager's departments', or everyone's."""
+    employees = Employee.objects.filter(org=org)
+    scope = _manager_of(request)
+    if scope is not None:
+        employees = employees.filter(department_id__in=scope)
+    return employees
 
 
 def _actor(request: HttpRequest) -> str:
@@ -239,7 +288,8 @@ def buy_quote(request: HttpRequest) -> HttpResponse:
 
 
 def _selected_employees(request: HttpRequest, org: Organization) -> tuple[list[int], list[str]]:
-    """Checked employees plus pasted emails (CSV or one per line); unknown emails listed."""
+    """Checked employees plus pasted emails (CSV or one per line); unknown emails listed
+    (for a manager, an email outside their departments is unknown)."""
     picked = [pk for pk in map(_id, request.POST.getlist("employee")) if pk is not None]
     pasted = request.POST.get("emails", "")
     emails = [
@@ -250,7 +300,9 @@ def _selected_employees(request: HttpRequest, org: Organization) -> tuple[list[i
     ]
     unknown: list[str] = []
     if emails:
-        found = dict(Employee.objects.filter(org=org, email__in=emails).values_list("email", "pk"))
+        found = dict(
+            _employees_in_reach(request, org).filter(email__in=emails).values_list("email", "pk")
+        )
         unknown = [e for e in emails if e not in found]
         picked.extend(found[e] for e in emails if e in found)
     return list(dict.fromkeys(picked)), unknown
@@ -278,14 +330,15 @@ def _content_from(request: HttpRequest) -> Content | None:
     return None if pk is None else Content.objects.filter(pk=pk).first()
 
 
-@org_admin
+@org_staff
 @require_http_methods(["GET", "POST"])
 def assign(request: HttpRequest) -> HttpResponse:
     org = _org(request)
     query = request.GET.get("q", "").strip()
-    employees = Employee.objects.filter(org=org, active=True).order_by("name")
+    employees = _employees_in_reach(request, org).filter(active=True).order_by("name")
     if query:
         employees = employees.filter(Q(name__icontains=query) | Q(email__icontains=query))
+    status = 200
     context: dict[str, Any] = {
         "catalog": Content.objects.order_by("-premium", "title"),
         "employees": employees[:500],
@@ -306,11 +359,22 @@ def assign(request: HttpRequest) -> HttpResponse:
         elif request.POST.get("confirm") == "1":
             try:
                 result = actions.assign_bulk(
-                    org, content_id=content.pk, employee_ids=employee_ids, actor=_actor(request)
+                    org,
+                    content_id=content.pk,
+                    employee_ids=employee_ids,
+                    actor=_actor(request),
+                    manager_of=_manager_of(request),
                 )
             except DomainError as exc:
                 _fail(request, exc)
+                status = status_for(exc)
             else:
+                for over in result.budget_warnings:
+                    messages.warning(
+                        request,
+                        f"Department {over.name} is now over its budget: "
+                        f"{over.committed_credits} of {over.budget_credits} credits committed.",
+                    )
                 messages.success(
                     request,
                     f"Assigned {content.title} to {len(result.created)} employee(s)"
@@ -324,10 +388,10 @@ def assign(request: HttpRequest) -> HttpResponse:
                 return redirect("web:assignments")
         context.update(_preview(org, content, employee_ids))
         context["preview"] = True
-    return render(request, "web/assign.html", context)
+    return render(request, "web/assign.html", context, status=status)
 
 
-@org_admin
+@org_staff
 @require_POST
 def assign_preview(request: HttpRequest) -> HttpResponse:
     org = _org(request)
@@ -340,10 +404,16 @@ def assign_preview(request: HttpRequest) -> HttpResponse:
 # --- assignments ----------------------------------------------------------------------------
 
 
-@org_admin
+@org_staff
 def assignment_list(request: HttpRequest) -> HttpResponse:
     org = _org(request)
     assignments = Assignment.objects.filter(org=org).select_related("content", "employee")
+    scope = _manager_of(request)
+    if scope is not None:
+        assignments = assignments.filter(employee__department_id__in=scope)
+    department = _id(request.GET.get("department"))
+    if department is not None:
+        assignments = assignments.filter(employee__department_id=department)
     status = request.GET.get("status", "")
     if status in Assignment.Status.values:
         assignments = assignments.filter(status=status)
@@ -378,9 +448,10 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
             "catalog": Content.objects.order_by("title"),
             # The employee filter is a drop-down for small orgs, a typed email for large ones.
             "employees": list(
-                Employee.objects.filter(org=org).order_by("name")[: REASSIGN_SELECT_MAX + 1]
+                _employees_in_reach(request, org).order_by("name")[: REASSIGN_SELECT_MAX + 1]
             ),
-            **_reassign_choices(org),
+            "departments": _departments_in_reach(request, org),
+            **_reassign_choices(_employees_in_reach(request, org)),
             "filters": request.GET,
         },
     )
@@ -389,28 +460,29 @@ def assignment_list(request: HttpRequest) -> HttpResponse:
 REASSIGN_SELECT_MAX = 100
 
 
-def _reassign_choices(org: Organization) -> dict[str, Any]:
+def _reassign_choices(employees: QuerySet[Employee]) -> dict[str, Any]:
     """A drop-down per row for small orgs; for large ones one shared list of emails to type
     from (a drop-down of thousands of names in each of 50 rows made the page megabytes)."""
-    active = Employee.objects.filter(org=org, active=True).order_by("name")
+    active = employees.filter(active=True).order_by("name")
     if active.count() <= REASSIGN_SELECT_MAX:
         return {"active_employees": list(active), "active_emails": None}
     emails = list(active.values_list("email", flat=True)[:5000])
     return {"active_employees": None, "active_emails": emails}
 
 
-@org_admin
+@org_staff
 @require_POST
 def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> HttpResponse:
     org = _org(request)
+    scope = _manager_of(request)
     try:
         if verb == "cancel":
-            actions.cancel_assignment(org, assignment_id, actor=_actor(request))
+            actions.cancel_assignment(org, assignment_id, actor=_actor(request), manager_of=scope)
             messages.success(request, "Assignment cancelled; its credit is free again.")
         elif verb == "reassign":
             email = request.POST.get("employee_email", "").strip().lower()
             if email:
-                found = Employee.objects.filter(org=org, email=email).first()
+                found = _employees_in_reach(request, org).filter(email=email).first()
                 if found is None:
                     raise ValidationFailed(f"no employee with the email {email}")
                 employee_id = found.pk
@@ -418,10 +490,16 @@ def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> Ht
                 employee_id = _int(
                     request.POST.get("employee"), "employee", low=1, high=ids.BIGINT_MAX
                 )
-            actions.reassign_assignment(
-                org, assignment_id, employee_id=employee_id, actor=_actor(request)
+            moved = actions.reassign(
+                org, assignment_id, employee_id=employee_id, actor=_actor(request), manager_of=scope
             )
             messages.success(request, "Assignment moved.")
+            for over in moved.budget_warnings:
+                messages.warning(
+                    request,
+                    f"Department {over.name} is now over its budget: "
+                    f"{over.committed_credits} of {over.budget_credits} credits committed.",
+                )
         else:
             raise Http404("no such action")
     except NotFound:
@@ -805,9 +883,18 @@ def _save_tax_profile(request: HttpRequest, org: Organization) -> tuple[dict[str
 
 @org_admin
 def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """The ledger CSV (the API's file); ``?department=<id>`` keeps one department's part."""
     org = _org(request)
-    response = StreamingHttpResponse(ledger_export.ledger_csv(org), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="ledger-org_{org.pk}.csv"'
+    department: int | None = None
+    if "department" in request.GET:
+        department = _id(request.GET.get("department"))
+        if department is None or not Department.objects.filter(org=org, pk=department).exists():
+            raise Http404("no such department")
+    response = StreamingHttpResponse(
+        ledger_export.ledger_csv(org, department_id=department), content_type="text/csv"
+    )
+    filename = ledger_export.ledger_csv_filename(org, department)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
@@ -842,3 +929,81 @@ def home(request: HttpRequest) -> HttpResponseBase:
         if membership is not None and membership.role == Membership.Role.LEARNER:
             return redirect("web:learn")
     return marketplace(request)
+
+
+# --- departments --------------------------------------------------------------------------------
+
+
+def _departments_in_reach(request: HttpRequest, org: Organization) -> list[Department]:
+    departments = Department.objects.filter(org=org).order_by("name", "pk")
+    scope = _manager_of(request)
+    if scope is not None:
+        departments = departments.filter(pk__in=scope)
+    return list(departments)
+
+
+def _budget_field(value: str | None) -> int | None:
+    """A budget typed in a form: blank for no limit (the rule on its range is the service's)."""
+    if value is None or not value.strip():
+        return None
+    return _int(value, "budget_credits", low=0, high=ids.BIGINT_MAX)
+
+
+def _department_form(request: HttpRequest, org: Organization) -> None:
+    """Create or update one department from the page's forms (owners and admins only)."""
+    fields: dict[str, Any] = {
+        "name": request.POST.get("name", ""),
+        "budget_credits": _budget_field(request.POST.get("budget_credits")),
+        "budget_year_start": request.POST.get("budget_year_start") or "01-01",
+    }
+    if request.POST.get("action") == "update":
+        pk = _id(request.POST.get("department_id"))
+        if pk is None:
+            raise NotFound("department not found")
+        changed = tenancy_departments.update_department(org, pk, actor=_actor(request), **fields)
+        messages.success(request, f"Department {changed.name} saved.")
+    else:
+        made = tenancy_departments.create_department(org, actor=_actor(request), **fields)
+        messages.success(request, f"Department {made.name} created.")
+
+
+@org_staff
+@require_http_methods(["GET", "POST"])
+def department_list(request: HttpRequest) -> HttpResponse:
+    """Each department with its budget, what it has committed this budget year and what
+    remains; owners and admins create, rename and budget them here, managers see theirs."""
+    org = _org(request)
+    status = 200
+    if request.method == "POST":
+        if _manager_of(request) is not None:
+            return HttpResponse("Only the organization's admins change departments.", status=403)
+        try:
+            _department_form(request, org)
+        except NotFound:
+            raise Http404("no such department") from None
+        except DomainError as exc:
+            _fail(request, exc)
+            status = status_for(exc)
+        else:
+            return redirect("web:departments")
+    rows = _departments_in_reach(request, org)
+    committed = budgets.committed_by_department(org, rows)
+    return render(
+        request,
+        "web/departments.html",
+        {
+            "rows": [
+                {
+                    "department": d,
+                    "committed": committed[d.pk],
+                    "remaining": None
+                    if d.budget_credits is None
+                    else d.budget_credits - committed[d.pk],
+                }
+                for d in rows
+            ],
+            "can_edit": _manager_of(request) is None,
+            "form": request.POST if status != 200 else {},
+        },
+        status=status,
+    )
