@@ -78,7 +78,6 @@ API_ROUTES: dict[str, str] = {
     "POST api/v1/orgs/<org_id>/api-keys": OPERATOR,
     "GET api/v1/orgs/<org_id>/api-keys": OPERATOR,
     "DELETE api/v1/orgs/<org_id>/api-keys/<key_id>": OPERATOR,
-    "POST api/v1/orgs/<org_id>/users": OPERATOR,
     "POST api/v1/orgs/<org_id>/adjustments": OPERATOR,
     "POST api/v1/content": OPERATOR,
     "PUT api/v1/pricing": OPERATOR,
@@ -98,6 +97,7 @@ API_ROUTES: dict[str, str] = {
     # one org's data
     "GET api/v1/orgs/<org_id>": ORG,
     "GET api/v1/orgs/<org_id>/balance": ORG,
+    "POST api/v1/orgs/<org_id>/users": ORG,
     "POST api/v1/orgs/<org_id>/employees": ORG,
     "GET api/v1/orgs/<org_id>/employees": ORG,
     "POST api/v1/orgs/<org_id>/employees/<employee_id>/deactivate": ORG,
@@ -162,6 +162,7 @@ PAGES: dict[str, str] = {
     "settings/billing/invoices/<int:invoice_id>.pdf": PAGE_ADMIN,
     "payments/test/authenticate/<str:intent_id>": PAGE_ADMIN,
     "settings/payment": PAGE_ADMIN,
+    "settings/team": PAGE_ADMIN,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is

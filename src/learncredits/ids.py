@@ -29,6 +29,7 @@ PREFIXES = {
     "invoice": "inv",
     "alert": "alr",
     "webhook": "whk",
+    "department": "dep",
 }
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1

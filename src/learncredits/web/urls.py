@@ -55,6 +55,7 @@ urlpatterns = [
     ),
     path("learn", views.learn, name="learn"),
     path("settings/billing", views.billing, name="billing"),
+    path("settings/team", views.team_page, name="team"),
     path("settings/payment", payment_views.payment_method, name="payment_method"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pycountry
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -42,8 +43,9 @@ from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
+from learncredits.tenancy import access, team
 from learncredits.tenancy import services as tenancy
-from learncredits.tenancy.models import Employee, Membership, Organization
+from learncredits.tenancy.models import Department, Employee, Membership, Organization
 
 View = Callable[..., HttpResponseBase]
 
@@ -56,7 +58,9 @@ def _membership(request: HttpRequest) -> Membership:
 
 
 def org_admin(view: View) -> View:
-    """Only the org's admins; a learner is sent to their own page."""
+    """A dashboard page for an org's members; ``tenancy.access`` (the one table) decides which
+    roles may use it, by the page's URL name. A member refused a page gets 403, except a
+    learner, who has one page and is sent to it; the operator's staff go to the console."""
 
     @login_required
     @wraps(view)
@@ -66,9 +70,13 @@ def org_admin(view: View) -> View:
             if request.user.is_staff:
                 return redirect("/admin/")
             raise Http404("no organization")
-        if membership.role != Membership.Role.ADMIN:
-            return redirect("web:learn")
+        match = request.resolver_match
+        if not access.may(membership.role, match.view_name if match else ""):
+            if membership.role == Membership.Role.LEARNER:
+                return redirect("web:learn")
+            raise PermissionDenied("your role may not use this page")
         request.org = membership.org  # type: ignore[attr-defined]
+        request.membership = membership  # type: ignore[attr-defined]
         timezone.activate(ZoneInfo(membership.org.timezone))  # dates in the org's time zone
         try:
             return view(request, *args, **kwargs)
@@ -458,9 +466,9 @@ def employee_list(request: HttpRequest) -> HttpResponse:
 
 
 def _invite(request: HttpRequest, org: Organization) -> None:
-    """An admin invites another admin, or a learner (tied to the employee with that email):
-    the invitation email carries a link to choose a password. An address with an account in
-    another org gets the same answer as a sent invitation (tenancy.invite_user)."""
+    """Invite someone with a role (a manager with their departments): the invitation email
+    carries a link to choose a password. An address with an account in another org gets the
+    same answer as a sent invitation (tenancy.invite_user)."""
     role = request.POST.get("role", "")
     try:
         email = tenancy.invite_user(
@@ -469,11 +477,27 @@ def _invite(request: HttpRequest, org: Organization) -> None:
             name=request.POST.get("name", ""),
             role=role if role in Membership.Role.values else "",
             actor=_actor(request),
+            by_role=_role(request),
+            department_ids=_department_ids(request),
         )
     except DomainError as exc:
         _fail(request, exc)
         return
     messages.success(request, f"Invitation sent to {email}.")
+
+
+def _role(request: HttpRequest) -> str:
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    return membership.role
+
+
+def _department_ids(request: HttpRequest) -> list[int]:
+    """The departments ticked in a form; a value that names no row counts as unknown."""
+    values = request.POST.getlist("departments")
+    found = [_id(value) for value in values]
+    if None in found:
+        raise ValidationFailed("unknown department")
+    return [pk for pk in found if pk is not None]
 
 
 def _import_employees(request: HttpRequest, org: Organization) -> None:
@@ -520,10 +544,76 @@ def employee_deactivate(request: HttpRequest, employee_id: int) -> HttpResponse:
     )
 
 
+# --- settings > team ------------------------------------------------------------------------------
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def team_page(request: HttpRequest) -> HttpResponse:
+    """Who may sign in, with which role: invite, change a role, remove (tenancy.team)."""
+    org = _org(request)
+    if request.method == "POST":
+        form = request.POST.get("form")
+        if form == "invite":
+            _invite(request, org)
+        elif form in ("role", "remove"):
+            _change_member(request, org, form)
+        return redirect("web:team")
+    return render(
+        request,
+        "web/team.html",
+        {
+            "members": team.members(org),
+            "roles": _grantable_roles(_role(request)),
+            "departments": Department.objects.filter(org=org).order_by("name"),
+        },
+    )
+
+
+ROLE_LABELS = {
+    "owner": "Owner (everything an admin does, and makes owners)",
+    "admin": "Admin (buys, assigns, manages the team)",
+    "billing": "Billing (buys, the card, invoices)",
+    "manager": "Manager (assigns for their departments)",
+    "learner": "Learner (their own assignments)",
+}
+
+
+def _grantable_roles(role: str) -> list[tuple[str, str]]:
+    """The roles this member may give: an owner every role, an admin every role but owner."""
+    return [
+        (value, label)
+        for value, label in ROLE_LABELS.items()
+        if value != Membership.Role.OWNER or role == Membership.Role.OWNER
+    ]
+
+
+def _change_member(request: HttpRequest, org: Organization, form: str) -> None:
+    user_id = _id(request.POST.get("user"))
+    try:
+        if user_id is None:
+            raise NotFound("user not found")
+        if form == "remove":
+            team.remove_member(org, user_id, by_role=_role(request), actor=_actor(request))
+            messages.success(request, "Removed; they can no longer sign in.")
+        else:
+            changed = team.change_role(
+                org,
+                user_id,
+                role=request.POST.get("role", ""),
+                department_ids=_department_ids(request),
+                by_role=_role(request),
+                actor=_actor(request),
+            )
+            messages.success(request, f"{changed.user.email} is now {changed.role}.")
+    except DomainError as exc:
+        _fail(request, exc)
+
+
 # --- learner -------------------------------------------------------------------------------------
 
 
-@login_required
+@org_admin
 @require_http_methods(["GET", "POST"])
 def learn(request: HttpRequest) -> HttpResponse:
     membership = _membership(request)
@@ -811,9 +901,5 @@ def invoice_download(request: HttpRequest, invoice_id: int) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponseBase:
-    """``/``: the marketplace for admins, a learner's own page for learners."""
-    if request.user.is_authenticated:
-        membership = getattr(request.user, "membership", None)
-        if membership is not None and membership.role == Membership.Role.LEARNER:
-            return redirect("web:learn")
+    """``/``: the marketplace; a learner is sent to their own page (the table refuses them)."""
     return marketplace(request)
