@@ -25,7 +25,7 @@ from learncredits.domain.errors import InvalidState, http_status
 from learncredits.tenancy import access, team
 from learncredits.tenancy.models import ApiKey, Department, Membership, Organization
 from learncredits.tenancy.services import authenticate_token
-from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok
+from tests.conftest import OPERATOR_TOKEN, Api, module_world, ok, run_threads
 from tests.test_isolation import Route, discover
 
 pytestmark = pytest.mark.django_db
@@ -517,3 +517,26 @@ def test_a_member_of_another_org_is_unknown_on_the_team_page(org, make_org, oper
     answer = owner.post("/settings/team", {"form": "remove", "user": them}, follow=True)
     assert b"user not found" in answer.content
     assert _role_of("them@example.com") == "admin"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_demoting_each_other_at_once_leave_one_owner(org, operator):
+    """Both changes race (threads released together, real transactions): the owners are
+    locked before either change, so one succeeds and the other finds the last owner."""
+    for email in ("one@example.com", "two@example.com"):
+        body = {"email": email, "name": "O", "role": "owner", "password": PASSWORD}
+        ok(operator.post(org.path("/users"), body), 201)
+    one, two = _user_pk("one@example.com"), _user_pk("two@example.com")
+    found = Organization.objects.get(pk=int(org.id.split("_")[1]))
+
+    def work(i: int, _: Any) -> str:
+        target = two if i == 0 else one
+        try:
+            team.change_role(found, target, role="admin", by_role="owner", actor=f"t{i}")
+        except InvalidState as exc:
+            return exc.code
+        return "changed"
+
+    results = run_threads(2, work)
+    assert sorted(results) == ["changed", "invalid_state"]
+    assert Membership.objects.filter(org=found, role="owner").count() == 1

@@ -5,8 +5,9 @@ operator) makes or unmakes owners; an organization that has an owner keeps at le
 the last owner can be neither removed nor demoted (409 ``invalid_state``); a manager manages
 departments of their own org only. Each change is one transaction, audited with the actor.
 
-The last-owner check locks the org's owner memberships before counting them, so two owners
-demoting each other at the same moment cannot both succeed.
+The last-owner check locks the org's owner memberships (before the member changed, always
+in the same order) and counts them under that lock, so two owners demoting each other at
+the same moment cannot both succeed, nor wait on each other forever.
 """
 
 from __future__ import annotations
@@ -69,7 +70,16 @@ def members(org: Organization) -> list[Membership]:
     return sorted(rows, key=lambda m: order.get(m.role, len(order)))
 
 
-def _locked_member(org: Organization, user_id: int) -> Membership:
+def _locked_member(org: Organization, user_id: int) -> tuple[Membership, list[int]]:
+    """The member, locked, and the org's owners (membership ids), locked first and in one
+    order: every change locks the owners before its target, so two changes never wait on
+    each other in opposite orders, and the owners counted cannot change meanwhile."""
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(org=org, role=Membership.Role.OWNER)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     found = (
         Membership.objects.select_for_update()
         .select_related("user")
@@ -78,15 +88,10 @@ def _locked_member(org: Organization, user_id: int) -> Membership:
     )
     if found is None:
         raise NotFound("user not found")
-    return found
+    return found, owners
 
 
-def _keep_an_owner(org: Organization, leaving: Membership) -> None:
-    owners = list(
-        Membership.objects.select_for_update()
-        .filter(org=org, role=Membership.Role.OWNER)
-        .values_list("pk", flat=True)
-    )
+def _keep_an_owner(leaving: Membership, owners: list[int]) -> None:
     if leaving.role == Membership.Role.OWNER and [pk for pk in owners if pk != leaving.pk] == []:
         raise InvalidState(LAST_OWNER)
 
@@ -103,11 +108,11 @@ def change_role(
     """Give a member another role (and a manager their departments)."""
     role = clean_role(role)
     with transaction.atomic():
-        membership = _locked_member(org, user_id)
+        membership, owners = _locked_member(org, user_id)
         check_may_grant(by_role, role, current=membership.role)
         departments = clean_departments(org, role, department_ids)
         if membership.role != role:
-            _keep_an_owner(org, membership)
+            _keep_an_owner(membership, owners)
         before = membership.role
         if role == Membership.Role.LEARNER and membership.employee_id is None:
             user = membership.user
@@ -133,9 +138,9 @@ def remove_member(org: Organization, user_id: int, *, by_role: str, actor: str) 
     """Remove a member: their sign-in account is deleted, so they can no longer sign in
     (their employee record, assignments and every audit row stay)."""
     with transaction.atomic():
-        membership = _locked_member(org, user_id)
+        membership, owners = _locked_member(org, user_id)
         check_may_grant(by_role, membership.role, current=membership.role)
-        _keep_an_owner(org, membership)
+        _keep_an_owner(membership, owners)
         email, role = membership.user.email, membership.role
         membership.user.delete()  # the membership goes with it
         audit.record(
