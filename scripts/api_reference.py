@@ -181,7 +181,9 @@ What each event's `data` holds is listed in [integrations.md](integrations.md).
 
 Besides the API, the service serves the dashboard: `/login`, `/` (the marketplace with the
 balance icons), `/buy`, `/assign`, `/assignments`, `/employees`, `/learn` (a learner's own
-assignments), `/settings/billing`, and the operator console under `/admin/`. Elements that
+assignments), `/settings/billing`, `/settings/team` (who may sign in, with which role), and
+the operator console under `/admin/`. Which role may open which page is one table
+(docs/identity.md, "Roles"). Elements that
 tests and integrators rely on carry a stable `data-testid`, for example `balance-credits`,
 `balance-assigned`, `balance-available`, `balance-total` (with `data-at-risk`), the
 `quote-*` fields of the buy page, and `start-button` on `/learn`.
