@@ -55,14 +55,17 @@ one of:
 
 - **the operator token** (`LEARNCREDITS_OPERATOR_TOKEN`): acts on every organization, the
   catalog, the price book and month-end billing;
-- **an org API key** (`lc_...`): acts on its own organization only. The operator creates it
+- **an org API key** (`lc_...`): acts on its own organization only, with its role: `admin`
+  (the default), `billing` or `manager` (for its departments). The operator creates it
   (`POST /orgs/{org_id}/api-keys`); the key is shown once, and only a hash of it is stored.
   A revoked key stops working at once.
 
 A missing or unknown token gets 401 `unauthenticated`. An org key naming another
 organization, or another organization's objects, gets 404 `not_found`, with the same body as
 an id that does not exist, so a key cannot learn which ids exist elsewhere. An org key on an
-operator-only endpoint gets 403 `forbidden`. Denials are written to the audit trail.
+endpoint its role may not use (an operator-only one, or a billing key assigning) gets 403
+`forbidden`; which role may call what is one table (docs/identity.md, "Roles"), and "Who"
+below is read from it. Denials are written to the audit trail.
 
 ## Errors
 
@@ -95,7 +98,7 @@ API_LAYER_CODES = [
 DOMAIN_CODE_MEANING = {
     "Unauthenticated": "no token, or one that is unknown or revoked",
     "PaymentFailed": "the payment provider declined the charge; no credits were added",
-    "Forbidden": "an org key on an operator-only endpoint",
+    "Forbidden": "an org key on an endpoint its role may not use",
     "NotFound": "an unknown id, another org's id, or no such endpoint",
     "InvalidState": (
         "an illegal lifecycle step (starting a cancelled assignment, cancelling a started "
@@ -178,18 +181,20 @@ What each event's `data` holds is listed in [integrations.md](integrations.md).
 
 Besides the API, the service serves the dashboard: `/login`, `/` (the marketplace with the
 balance icons), `/buy`, `/assign`, `/assignments`, `/employees`, `/learn` (a learner's own
-assignments), `/settings/billing`, `/settings/sso` (single sign-on, for the owner and admins;
-`/login` asks for the email first and sends people of an SSO domain to their provider, back
-at `/login/sso/callback`: docs/identity.md), and the operator console under `/admin/`. Elements that
-tests and integrators rely on carry a stable `data-testid`, for example `balance-credits`,
+assignments), `/settings/billing`, `/settings/team` (who may sign in, with which role),
+`/settings/sso` (single sign-on, for the owner and admins; `/login` asks for the email first
+and sends people of an SSO domain to their provider, back at `/login/sso/callback`:
+docs/identity.md), `/departments` (budgets and what is committed), and the operator console
+under `/admin/`. Which role may open which page is one table (docs/identity.md, "Roles").
+Elements that tests and integrators rely on carry a stable `data-testid`, for example `balance-credits`,
 `balance-assigned`, `balance-available`, `balance-total` (with `data-at-risk`), the
 `quote-*` fields of the buy page, and `start-button` on `/learn`.
 
 # Endpoints
 
 Generated from the OpenAPI document. "Who" says which token may call: the operator's, or
-also the org's own API key. Every endpoint may also answer with the problem documents above;
-the statuses listed are those the OpenAPI document declares.
+also the org's own API keys of the roles named. Every endpoint may also answer with the
+problem documents above; the statuses listed are those the OpenAPI document declares.
 """
 
 # Sections, in order, and what each holds. A tag missing here is appended after them.
@@ -197,6 +202,7 @@ TAGS = {
     "operator": "Operator: organizations, keys, users, catalog, prices, adjustments",
     "orgs": "An organization and its balance",
     "employees": "Employees",
+    "users": "Users: dashboard accounts and their roles",
     "catalog": "The marketplace: content and prices",
     "purchases": "Buying credits",
     "assignments": "Assignments",
@@ -209,7 +215,6 @@ TAGS = {
     "scim": "SCIM tokens (provisioning at /scim/v2/, docs/identity.md)",
 }
 
-OPERATOR_ONLY_OUTSIDE_TAG = {"POST /billing/close-period", "GET /billing/statement"}
 
 # One line per operation, in our words; the OpenAPI description (the view's docstring)
 # follows it when there is one. An operation missing here shows the OpenAPI summary.
@@ -236,8 +241,9 @@ SUMMARIES = {
     "GET /orgs/{org_id}/api-keys": "List the org's API keys (never the keys themselves).",
     "DELETE /orgs/{org_id}/api-keys/{key_id}": "Revoke an API key.",
     "POST /orgs/{org_id}/users": (
-        "Create a dashboard account: an admin, or a learner tied to the org's employee with "
-        "that email (created if missing). Without a password an invitation email goes out."
+        "Create a dashboard account with a role: owner, admin, billing, manager (with "
+        "`department_ids` of this org) or learner (tied to the org's employee with that email, "
+        "created if missing). Without a password an invitation email goes out."
     ),
     "POST /orgs/{org_id}/adjustments": (
         "Correct the org's credits: a positive number grants credits at no cost, a negative "
@@ -507,12 +513,18 @@ def events_list() -> list[str]:
 
 
 def _who(key: str, operation: dict[str, Any]) -> str:
-    tags = operation.get("tags", [])
-    if "xapi" in tags:
-        return "HTTP Basic: the org id and one of its API keys"
-    if "operator" in tags or key in OPERATOR_ONLY_OUTSIDE_TAG:
+    """From the access table (tenancy/access.py), which alone decides."""
+    from learncredits.tenancy import access
+
+    roles = access.roles_for(key)
+    keys = [role for role in access.KEY_ROLES if role in roles]
+    if "xapi" in operation.get("tags", []):
+        return "HTTP Basic: the org id and one of its API keys (role " + ", ".join(keys) + ")"
+    if roles == {access.OPERATOR}:
         return "the operator"
-    return "the operator, or the org's own API key"
+    if len(keys) == len(access.KEY_ROLES):
+        return "the operator, or any of the org's own API keys"
+    return "the operator, or the org's own API key with the role " + " or ".join(keys)
 
 
 def _parameters(operation: dict[str, Any]) -> list[str]:

@@ -835,9 +835,6 @@ def test_an_org_key_on_operator_only_endpoints_is_forbidden(org, snapshot):
         org.api.post("/content", {"title": "X", "premium": True, "credit_cost": 1}),
         org.api.put("/pricing", book),
         org.api.post(org.path("/adjustments"), {"credits": 1000, "reason": "free money"}),
-        org.api.post(
-            org.path("/users"), {"email": "u@example.com", "name": "U", "role": "learner"}
-        ),
     ]
 
     for response in attempts:

@@ -81,6 +81,35 @@ def test_demo_on_an_empty_database_creates_an_org_to_look_around_in(db, var_dir)
     assert ok(api.get(f"/orgs/{org_id}/ledger", limit=500))["data"]
 
 
+def test_demo_signs_in_an_owner_a_billing_user_and_a_manager_of_sales(db, var_dir):
+    from django.test import Client
+
+    from learncredits.tenancy.models import Membership
+
+    printed = run_demo()
+    roles = {m.user.email: m for m in Membership.objects.select_related("user")}
+    assert {email: m.role for email, m in roles.items()} == {
+        "admin@acme.example": "owner",
+        "billing@acme.example": "billing",
+        "manager@acme.example": "manager",
+    }
+    sales = roles["manager@acme.example"].departments.get()
+    assert sales.name == "Sales" and sales.employees.count() == 4
+    password = re.search(r"admin@acme\.example / (\S+)", printed).group(1)
+    for email, page, status in (
+        ("admin@acme.example", "/settings/team", 200),
+        ("billing@acme.example", "/buy", 200),
+        ("billing@acme.example", "/assign", 403),
+        ("manager@acme.example", "/assign", 200),
+        ("manager@acme.example", "/buy", 403),
+    ):
+        user = roles[email].user
+        assert user.check_password(password), email
+        client = Client()
+        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        assert client.get(page).status_code == status, (email, page)
+
+
 def test_demo_writes_its_credentials_file(db, var_dir):
     printed = run_demo()
 

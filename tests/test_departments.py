@@ -444,7 +444,7 @@ def test_the_departments_page_shows_budgets_and_its_forms_change_them(org, make_
     assert f"/settings/billing/ledger.csv?department={sales_pk}" in text
 
     made = admin.post(
-        "/departments",
+        "/departments/edit",
         {"action": "create", "name": "Ops", "budget_credits": "", "budget_year_start": "04-01"},
     )
     assert made.status_code == 302
@@ -452,7 +452,7 @@ def test_the_departments_page_shows_budgets_and_its_forms_change_them(org, make_
     assert (ops.budget_credits, ops.budget_year_start) == (None, "04-01")
 
     changed = admin.post(
-        "/departments",
+        "/departments/edit",
         {
             "action": "update",
             "department_id": str(ops.pk),
@@ -466,7 +466,7 @@ def test_the_departments_page_shows_budgets_and_its_forms_change_them(org, make_
     assert (ops.name, ops.budget_credits) == ("Operations", 25)
 
     refused = admin.post(
-        "/departments",
+        "/departments/edit",
         {"action": "create", "name": "Leap", "budget_credits": "", "budget_year_start": "02-29"},
     )
     assert refused.status_code == 422
@@ -484,7 +484,7 @@ def test_a_manager_sees_and_assigns_only_their_departments(org, make_content):
 
     text = manager.get("/departments").content.decode()
     assert "Sales" in text and "Ops" not in text
-    assert manager.post("/departments", {"action": "create", "name": "Mine"}).status_code == 403
+    assert manager.post("/departments/edit", {"action": "create", "name": "Mine"}).status_code == 403
 
     picker = manager.get("/assign").content.decode()
     assert "Seller One" in picker and "Operator Person" not in picker

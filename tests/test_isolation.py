@@ -80,7 +80,6 @@ API_ROUTES: dict[str, str] = {
     "POST api/v1/orgs/<org_id>/api-keys": OPERATOR,
     "GET api/v1/orgs/<org_id>/api-keys": OPERATOR,
     "DELETE api/v1/orgs/<org_id>/api-keys/<key_id>": OPERATOR,
-    "POST api/v1/orgs/<org_id>/users": OPERATOR,
     "POST api/v1/orgs/<org_id>/adjustments": OPERATOR,
     "POST api/v1/content": OPERATOR,
     "PUT api/v1/pricing": OPERATOR,
@@ -100,6 +99,7 @@ API_ROUTES: dict[str, str] = {
     # one org's data
     "GET api/v1/orgs/<org_id>": ORG,
     "GET api/v1/orgs/<org_id>/balance": ORG,
+    "POST api/v1/orgs/<org_id>/users": ORG,
     "POST api/v1/orgs/<org_id>/employees": ORG,
     "GET api/v1/orgs/<org_id>/employees": ORG,
     "POST api/v1/orgs/<org_id>/employees/<employee_id>/deactivate": ORG,
@@ -170,6 +170,7 @@ PAGES: dict[str, str] = {
     "employees/<int:employee_id>/deactivate": PAGE_ADMIN,
     "employees/<int:employee_id>/reactivate": PAGE_ADMIN,
     "departments": PAGE_ADMIN,
+    "departments/edit": PAGE_ADMIN,
     "learn": PAGE_LEARNER,
     "settings/billing": PAGE_ADMIN,
     "settings/billing/ledger.csv": PAGE_ADMIN,
@@ -180,6 +181,7 @@ PAGES: dict[str, str] = {
     "settings/sso": PAGE_ADMIN,
     "login/sso/start": PAGE_PUBLIC,
     "login/sso/callback": PAGE_PUBLIC,
+    "settings/team": PAGE_ADMIN,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is

@@ -468,16 +468,24 @@ def test_inviting_an_operator_staff_account_looks_like_a_sent_invitation(org):
 
 
 @pytest.mark.django_db
-def test_the_user_creating_api_is_operator_only_so_it_reveals_nothing_to_orgs(org, make_org):
+def test_the_user_creating_api_reveals_nothing_to_keys_that_may_not_use_it(org, make_org):
+    """Only the operator and admin keys create users (docs/identity.md, "Roles"); any other
+    key gets the same 403 whether the address has an account or not. An admin key is told
+    that an address is taken, as the operator is: a known limit (docs/security.md)."""
     other = make_org("Other")
     make_user(other, "taken@example.com")
+    billing = Api(
+        ok(org.operator.post(org.path("/api-keys"), {"name": "b", "role": "billing"}), 201)["key"]
+    )
     body = {"name": "Sam", "role": "learner"}
-    taken = org.api.post(org.path("/users"), {**body, "email": "taken@example.com"})
-    fresh = org.api.post(org.path("/users"), {**body, "email": "fresh@example.com"})
+    taken = billing.post(org.path("/users"), {**body, "email": "taken@example.com"})
+    fresh = billing.post(org.path("/users"), {**body, "email": "fresh@example.com"})
     assert (taken.status, taken.body) == (fresh.status, fresh.body)
     assert taken.status == 403
-    # The operator, who sees every org, is still told plainly.
+    # The operator, who sees every org, is told plainly; so is an admin key.
     refused = org.operator.post(org.path("/users"), {**body, "email": "taken@example.com"})
+    assert (refused.status, refused.code) == (422, "validation_error")
+    refused = org.api.post(org.path("/users"), {**body, "email": "taken@example.com"})
     assert (refused.status, refused.code) == (422, "validation_error")
     anonymous = Api(None).post(org.path("/users"), {**body, "email": "taken@example.com"})
     assert anonymous.status == 401

@@ -173,8 +173,22 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> Organizati
 def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> Status[Any]:
     require_operator(request)
     org = org_for(request, org_id)
-    created = tenancy.create_api_key(org, name=body.name, actor=caller(request).label)
+    created = tenancy.create_api_key(
+        org,
+        name=body.name,
+        actor=caller(request).label,
+        role=body.role,
+        department_ids=_department_pks(body.department_ids),
+    )
     return Status(201, created)
+
+
+def _department_pks(values: list[str] | None) -> list[int]:
+    """Department ids from a body; one that names no department: 404, as for any id."""
+    decoded = [ids.decode("department", value) for value in values or ()]
+    if None in decoded:
+        raise NotFound("department not found")
+    return [pk for pk in decoded if pk is not None]
 
 
 @api.get("/orgs/{org_id}/api-keys", response=responses(200, s.ApiKeyPage), tags=["operator"])
@@ -213,9 +227,11 @@ def revoke_scim_token(request: HttpRequest, org_id: str, token_id: str) -> HttpR
     return HttpResponse(status=204)
 
 
-@api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["operator"])
+@api.post("/orgs/{org_id}/users", response=responses(201, s.UserOut), tags=["users"])
 def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any]:
-    require_operator(request)
+    """A sign-in account with a role; for the operator and admin keys (docs/identity.md).
+    Only the operator may make an owner through the API: a key is never an owner."""
+    principal = caller(request)
     org = org_for(request, org_id)
     membership = tenancy.create_user(
         org,
@@ -223,7 +239,9 @@ def create_user(request: HttpRequest, org_id: str, body: s.UserIn) -> Status[Any
         name=body.name,
         role=body.role,
         password=body.password,
-        actor=caller(request).label,
+        actor=principal.label,
+        department_ids=_department_pks(body.department_ids),
+        by_role=principal.role,
     )
     return Status(201, membership)
 

@@ -8,6 +8,7 @@ gets 403.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from ninja.security import HttpBearer
 from learncredits import ids
 from learncredits.audit import trail as audit
 from learncredits.domain.errors import Forbidden, NotFound, Unauthenticated
+from learncredits.tenancy import access
 from learncredits.tenancy.models import Department, Organization
 from learncredits.tenancy.services import Principal, authenticate_token, get_org
 
@@ -108,10 +110,33 @@ class BearerAuth(HttpBearer):
         if principal is None:
             raise Unauthenticated("a valid bearer token is required")
         check_rate(request, principal)
+        authorize(request, principal)
         return principal
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
         return principal_for(request)
+
+
+_API_PREFIX = "api/v1"
+_PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+def operation(request: HttpRequest) -> str:
+    """The operation a request names, as the access table writes it: ``GET /orgs/{org_id}``."""
+    match = request.resolver_match
+    route = match.route if match is not None else ""
+    path = _PARAM.sub(r"{\1}", route.removeprefix(_API_PREFIX))
+    return f"{request.method} {path if path.startswith('/') else '/' + path}"
+
+
+def authorize(request: HttpRequest, principal: Principal) -> None:
+    """403 unless the access table lets the caller's role use this operation."""
+    name = operation(request)
+    if access.may(principal.role, name):
+        return
+    if access.roles_for(name) == {access.OPERATOR}:
+        raise Forbidden("this endpoint is for the operator only")
+    raise Forbidden(f"the role {principal.role} may not use this endpoint")
 
 
 def caller(request: HttpRequest) -> Principal:

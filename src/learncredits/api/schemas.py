@@ -113,8 +113,16 @@ class TaxRatesIn(StrictIn):
     rates: Annotated[list[TaxRateIn], Field(max_length=2000)]
 
 
+Role = Literal["owner", "admin", "billing", "manager", "learner"]
+KeyRole = Literal["admin", "billing", "manager"]
+DepartmentIds = Annotated[list[PublicId], Field(max_length=1000)]
+
+
 class ApiKeyIn(StrictIn):
     name: Name
+    # What the key may do (docs/identity.md, "Roles"); a manager key names its departments.
+    role: KeyRole = "admin"
+    department_ids: DepartmentIds | None = None
 
 
 class ContentIn(StrictIn):
@@ -143,7 +151,8 @@ class AdjustmentIn(StrictIn):
 class UserIn(StrictIn):
     email: Email
     name: Name
-    role: Literal["admin", "learner"]
+    role: Role
+    department_ids: DepartmentIds | None = None
     password: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
 
 
@@ -338,6 +347,16 @@ class ApiKeyOut(Schema):
     # A new key, answered once with its secret: from the pair create_api_key returns.
     id: ApiKeyId
     key: str
+    role: KeyRole
+    department_ids: list[str]
+
+    @staticmethod
+    def resolve_role(created: tuple[ApiKey, str]) -> str:
+        return created[0].role
+
+    @staticmethod
+    def resolve_department_ids(created: tuple[ApiKey, str]) -> list[str]:
+        return [str(ids.encode("department", d.pk)) for d in created[0].departments.all()]
 
     @staticmethod
     def resolve_id(created: tuple[ApiKey, str]) -> int:
@@ -370,6 +389,7 @@ class ApiKeyInfoOut(Schema):
     id: ApiKeyId
     name: str
     prefix: str
+    role: KeyRole
     created_at: UtcTime
     last_used_at: UtcTime | None
     revoked_at: UtcTime | None
@@ -584,11 +604,16 @@ class UserOut(Schema):
     id: str
     email: str
     name: str
-    role: Literal["admin", "learner"]
+    role: Role
+    department_ids: list[str]
 
     @staticmethod
     def resolve_id(membership: Membership) -> str | None:
         return ids.encode("user", membership.user.pk)
+
+    @staticmethod
+    def resolve_department_ids(membership: Membership) -> list[str]:
+        return [str(ids.encode("department", d.pk)) for d in membership.departments.all()]
 
     @staticmethod
     def resolve_email(membership: Membership) -> str:

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
 from learncredits import ids
+from learncredits.api.auth import authorize
 from learncredits.api.schemas import Problem
 from learncredits.domain.errors import MalformedRequest, Unauthenticated, ValidationFailed
 from learncredits.integrations import xapi
@@ -31,6 +32,7 @@ def _org(request: HttpRequest) -> Organization:
     principal = authenticate_token(password) if scheme.lower() == "basic" and password else None
     if principal is None or org_pk is None or principal.org_id != org_pk:
         raise Unauthenticated("HTTP Basic auth with the org id and one of its API keys")
+    authorize(request, principal)
     return get_org(org_pk)
 
 
@@ -52,7 +54,7 @@ def _versioned(response: HttpResponse) -> HttpResponse:
     return response
 
 
-XAPI_ERRORS = {400: Problem, 401: Problem, 409: Problem, 413: Problem, 422: Problem}
+XAPI_ERRORS = {400: Problem, 401: Problem, 403: Problem, 409: Problem, 413: Problem, 422: Problem}
 
 
 @router.post("/xapi/statements", response={200: list[str], **XAPI_ERRORS})

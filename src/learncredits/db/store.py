@@ -842,6 +842,7 @@ class ApiKeyRow(NamedTuple):
     secret_hash: str
     last_used_at: datetime | None
     org: Organization
+    role: str
 
 
 _ORG_FIELDS = tuple(Organization._meta.concrete_fields)
@@ -852,7 +853,8 @@ def _api_key_sql(vendor: str) -> str:
     q = _quote
     org_columns = ", ".join(f"o.{q(str(f.column))}" for f in _ORG_FIELDS)
     return (
-        f"SELECT k.{q('id')}, k.{q('secret_hash')}, k.{q('last_used_at')}, {org_columns} "
+        f"SELECT k.{q('id')}, k.{q('secret_hash')}, k.{q('last_used_at')}, k.{q('role')}, "
+        f"{org_columns} "
         f"FROM {_table(ApiKey)} k "
         f"JOIN {_table(Organization)} o ON o.{q('id')} = k.{q('org_id')} "
         f"WHERE k.{q('prefix')} = %s AND k.{q('revoked_at')} IS NULL"
@@ -870,10 +872,10 @@ def active_api_key(prefix: str, using: str = DEFAULT_DB_ALIAS) -> ApiKeyRow | No
         Organization,
         {
             f.attname: _aware(value) if f.attname == "created_at" else value
-            for f, value in zip(_ORG_FIELDS, row[3:], strict=True)
+            for f, value in zip(_ORG_FIELDS, row[4:], strict=True)
         },
     )
-    return ApiKeyRow(int(row[0]), row[1], _aware(row[2]), org)
+    return ApiKeyRow(int(row[0]), row[1], _aware(row[2]), org, row[3])
 
 
 def touch_api_key(key_id: int, last_used_at: datetime) -> None:

@@ -35,9 +35,10 @@ SUBJECTS = {
 
 
 def recipients(org: Organization) -> list[str]:
-    admins = Membership.objects.filter(org=org, role=Membership.Role.ADMIN).values_list(
-        "user__email", flat=True
-    )
+    # Owners are admins too (docs/identity.md, "Roles").
+    admins = Membership.objects.filter(
+        org=org, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN]
+    ).values_list("user__email", flat=True)
     return list(dict.fromkeys([org.billing_email, *admins]))
 
 

@@ -108,10 +108,18 @@ class ApiKey(models.Model):
     # Updated at most once a minute, so authentication does not write on every request.
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # What the key may do (tenancy/access.py): admin, billing or manager; a manager key acts
+    # for the employees of ``departments`` only.
+    role = models.CharField(max_length=16, default="admin")
+    departments = models.ManyToManyField(Department, blank=True, related_name="manager_api_keys")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["org", "prefix"], name="apikey_prefix_unique_per_org"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=["admin", "billing", "manager"]),
+                name="apikey_role_known",
+            ),
         ]
 
     def __str__(self) -> str:

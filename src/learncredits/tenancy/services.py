@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
@@ -31,6 +31,7 @@ from learncredits.audit import trail as audit
 from learncredits.db import routing, store
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
+from learncredits.tenancy import access, team
 from learncredits.tenancy.models import (
     ApiKey,
     ApiKeyPrefix,
@@ -237,15 +238,29 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(org: Organization, *, name: str, actor: str = "system") -> tuple[ApiKey, str]:
-    """A new key for the org; returns the row and the full key, which is never stored."""
+def create_api_key(
+    org: Organization,
+    *,
+    name: str,
+    actor: str = "system",
+    role: str = access.ADMIN,
+    department_ids: Iterable[int] | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key for the org, acting with ``role`` (admin, billing or manager; a manager key
+    for ``department_ids``, departments of this org); returns the row and the full key,
+    which is never stored."""
+    if role not in access.KEY_ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(access.KEY_ROLES)}", field="role")
+    name = _clean_name(name)
+    departments = team.clean_departments(org, role, department_ids)
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
         ApiKeyPrefix.objects.create(prefix=prefix, org=org)
         key = ApiKey.objects.create(
-            org=org, name=_clean_name(name), prefix=prefix, secret_hash=_hash_secret(secret)
+            org=org, name=name, prefix=prefix, secret_hash=_hash_secret(secret), role=role
         )
+        key.departments.set(departments)
         audit.record(
             actor,
             "api_key.create",
@@ -253,6 +268,8 @@ def create_api_key(org: Organization, *, name: str, actor: str = "system") -> tu
             target=f"key_{key.pk}",
             name=key.name,
             prefix=prefix,
+            role=role,
+            department_ids=[d.pk for d in departments],
         )
     return key, f"{KEY_PREFIX}_{prefix}_{secret}"
 
@@ -315,7 +332,20 @@ def authenticate_token(token: str) -> Principal | None:
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > _KEY_TOUCH_EVERY:
         _touch_key(key_id, now)
-    return Principal(org_id=org.pk, label=f"api_key:key_{key_id}", org=org)
+    departments: frozenset[int] = frozenset()
+    if key.role == access.MANAGER:
+        departments = frozenset(
+            ApiKey.departments.through.objects.using(routing.read_alias())
+            .filter(apikey_id=key_id)
+            .values_list("department_id", flat=True)
+        )
+    return Principal(
+        org_id=org.pk,
+        label=f"api_key:key_{key_id}",
+        org=org,
+        role=key.role,
+        department_ids=departments,
+    )
 
 
 # --- sign-in accounts -----------------------------------------------------------------------
@@ -334,14 +364,19 @@ def create_user(
     role: str,
     password: str | None,
     actor: str = "system",
+    department_ids: Iterable[int] | None = None,
+    by_role: str = access.OPERATOR,
 ) -> Membership:
-    """A sign-in account for an org admin or learner; a learner is tied to the org's
-    employee with that email, created if missing. Without a password, an invitation with
-    a link to choose one is emailed after the transaction commits."""
+    """A sign-in account with one of the org's roles; a learner is tied to the org's
+    employee with that email, created if missing, and a manager to their departments.
+    ``by_role`` is the role of who asks (only an owner, or the operator, makes owners).
+    Without a password, an invitation with a link to choose one is emailed after the
+    transaction commits."""
     email = _clean_email(email, "email")
     name = _clean_name(name)
-    if role not in Membership.Role.values:
-        raise ValidationFailed("role must be 'admin' or 'learner'")
+    role = team.clean_role(role)
+    team.check_may_grant(by_role, role)
+    departments = team.clean_departments(org, role, department_ids)
     user_model = get_user_model()
     if user_model.objects.filter(username=email).exists():
         raise EmailTaken("a user with this email already exists")
@@ -366,6 +401,7 @@ def create_user(
             membership = Membership.objects.create(
                 org=org, user=candidate, role=role, employee=employee
             )
+            membership.departments.set(departments)
             audit.record(
                 actor,
                 "user.create",
@@ -373,6 +409,7 @@ def create_user(
                 target=f"usr_{candidate.pk}",
                 email=email,
                 role=role,
+                department_ids=[d.pk for d in departments],
             )
             if password is None:
                 transaction.on_commit(lambda: _send_invitation(membership))
@@ -398,7 +435,16 @@ def _send_invitation(membership: Membership) -> None:
     )
 
 
-def invite_user(org: Organization, *, email: str, name: str, role: str, actor: str) -> str:
+def invite_user(
+    org: Organization,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    actor: str,
+    by_role: str,
+    department_ids: Iterable[int] | None = None,
+) -> str:
     """An org admin's invitation; returns the address the answer names.
 
     Accounts are global (one email, one org), so "this email already has an account" would
@@ -410,7 +456,16 @@ def invite_user(org: Organization, *, email: str, name: str, role: str, actor: s
     """
     email = _clean_email(email, "email")
     try:
-        create_user(org, email=email, name=name, role=role, password=None, actor=actor)
+        create_user(
+            org,
+            email=email,
+            name=name,
+            role=role,
+            password=None,
+            actor=actor,
+            department_ids=department_ids,
+            by_role=by_role,
+        )
     except EmailTaken:
         # Validation (name, role) has passed: create_user checks the email after them.
         _answer_as_invited(org, email=email, name=_clean_name(name), role=role, actor=actor)

@@ -11,6 +11,7 @@ from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
 from learncredits.domain.balance import credits_to_leave_risk
 from learncredits.domain.money import format_cents
+from learncredits.tenancy import access
 
 
 def dashboard(request: HttpRequest) -> dict[str, Any]:
@@ -18,8 +19,15 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
     membership = getattr(user, "membership", None) if user and user.is_authenticated else None
     if membership is None:
         return {}
-    context: dict[str, Any] = {"membership": membership, "org": membership.org}
-    if membership.role == "admin":
+    context: dict[str, Any] = {
+        "membership": membership,
+        "org": membership.org,
+        # Which pages the nav offers: the access table's answer for each (tenancy/access.py).
+        "can": {
+            name.removeprefix("web:"): access.may(membership.role, name) for name in access.PAGES
+        },
+    }
+    if membership.role != "learner":
         balance = balance_view(membership.org)
         context["balance"] = balance
         if balance.at_risk:

@@ -39,6 +39,7 @@ from learncredits.domain.errors import DomainError, SignInRefused
 from learncredits.domain.errors import http_status as status_for
 from learncredits.tenancy import sso
 from learncredits.tenancy.models import Membership, SsoConfig
+from learncredits.web.views import org_admin
 
 logger = logging.getLogger(__name__)
 
@@ -245,26 +246,13 @@ def sso_callback(request: HttpRequest) -> HttpResponseBase:
 # --- settings > single sign-on -------------------------------------------------------------
 
 
-def _owner_or_admin(request: HttpRequest) -> Membership | HttpResponseBase:
-    if not request.user.is_authenticated:
-        return redirect(f"/login?{urlencode({'next': request.path})}")
-    membership: Membership | None = getattr(request.user, "membership", None)
-    if membership is None:
-        if request.user.is_staff:
-            return redirect("/admin/")
-        return _refused(request, "No organization.", 404)
-    if membership.role not in {Membership.Role.OWNER, Membership.Role.ADMIN}:
-        return redirect("web:learn")  # as on every admin page
-    return membership
-
-
 @never_cache
+@org_admin
 @require_http_methods(["GET", "POST"])
 def sso_settings(request: HttpRequest) -> HttpResponseBase:
-    found = _owner_or_admin(request)
-    if not isinstance(found, Membership):
-        return found
-    org = found.org
+    """The org's single sign-on (owners and admins, by the access table)."""
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    org = membership.org
     actor = f"user:usr_{request.user.pk}"
     config = SsoConfig.objects.filter(org=org).first()
     form: dict[str, Any] = {

@@ -18,13 +18,14 @@ from zoneinfo import ZoneInfo
 import pycountry
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learncredits import ids
 from learncredits.billing import auto_top_up, purchases, reports
@@ -42,6 +43,7 @@ from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
+from learncredits.tenancy import access, team
 from learncredits.tenancy import departments as tenancy_departments
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Department, Employee, Membership, Organization
@@ -57,7 +59,9 @@ def _membership(request: HttpRequest) -> Membership:
 
 
 def org_admin(view: View) -> View:
-    """Only the org's admins; a learner is sent to their own page."""
+    """A dashboard page for an org's members; ``tenancy.access`` (the one table) decides which
+    roles may use it, by the page's URL name. A member refused a page gets 403, except a
+    learner, who has one page and is sent to it; the operator's staff go to the console."""
 
     @login_required
     @wraps(view)
@@ -67,44 +71,20 @@ def org_admin(view: View) -> View:
             if request.user.is_staff:
                 return redirect("/admin/")
             raise Http404("no organization")
-        if membership.role != Membership.Role.ADMIN:
-            return redirect("web:learn")
+        match = request.resolver_match
+        if not access.may(membership.role, match.view_name if match else ""):
+            if membership.role == Membership.Role.LEARNER:
+                return redirect("web:learn")
+            raise PermissionDenied("your role may not use this page")
         request.org = membership.org  # type: ignore[attr-defined]
-        timezone.activate(ZoneInfo(membership.org.timezone))  # dates in the org's time zone
-        try:
-            return view(request, *args, **kwargs)
-        finally:
-            timezone.deactivate()
-
-    return wrapped
-
-
-# Who may use the assigning pages and /departments: the org's owner and admins, and its
-# managers, who see and act on their own departments' employees only.
-STAFF_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN, Membership.Role.MANAGER)
-
-
-def org_staff(view: View) -> View:
-    """The org's owner, admins and managers; ``request.manager_of`` is a manager's
-    departments (None for the others, who act for the whole org)."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        membership = getattr(request.user, "membership", None)
-        if membership is None:
-            if request.user.is_staff:
-                return redirect("/admin/")
-            raise Http404("no organization")
-        if membership.role not in STAFF_ROLES:
-            return redirect("web:learn")
-        request.org = membership.org  # type: ignore[attr-defined]
+        request.membership = membership  # type: ignore[attr-defined]
+        # A manager acts on their own departments' employees only (None: the whole org).
         request.manager_of = (  # type: ignore[attr-defined]
             frozenset(membership.departments.values_list("pk", flat=True))
             if membership.role == Membership.Role.MANAGER
             else None
         )
-        timezone.activate(ZoneInfo(membership.org.timezone))
+        timezone.activate(ZoneInfo(membership.org.timezone))  # dates in the org's time zone
         try:
             return view(request, *args, **kwargs)
         finally:
@@ -330,7 +310,7 @@ def _content_from(request: HttpRequest) -> Content | None:
     return None if pk is None else Content.objects.filter(pk=pk).first()
 
 
-@org_staff
+@org_admin
 @require_http_methods(["GET", "POST"])
 def assign(request: HttpRequest) -> HttpResponse:
     org = _org(request)
@@ -391,7 +371,7 @@ def assign(request: HttpRequest) -> HttpResponse:
     return render(request, "web/assign.html", context, status=status)
 
 
-@org_staff
+@org_admin
 @require_POST
 def assign_preview(request: HttpRequest) -> HttpResponse:
     org = _org(request)
@@ -404,7 +384,7 @@ def assign_preview(request: HttpRequest) -> HttpResponse:
 # --- assignments ----------------------------------------------------------------------------
 
 
-@org_staff
+@org_admin
 def assignment_list(request: HttpRequest) -> HttpResponse:
     org = _org(request)
     assignments = Assignment.objects.filter(org=org).select_related("content", "employee")
@@ -470,7 +450,7 @@ def _reassign_choices(employees: QuerySet[Employee]) -> dict[str, Any]:
     return {"active_employees": None, "active_emails": emails}
 
 
-@org_staff
+@org_admin
 @require_POST
 def assignment_action(request: HttpRequest, assignment_id: int, verb: str) -> HttpResponse:
     org = _org(request)
@@ -549,9 +529,9 @@ def employee_list(request: HttpRequest) -> HttpResponse:
 
 
 def _invite(request: HttpRequest, org: Organization) -> None:
-    """An admin invites another admin, or a learner (tied to the employee with that email):
-    the invitation email carries a link to choose a password. An address with an account in
-    another org gets the same answer as a sent invitation (tenancy.invite_user)."""
+    """Invite someone with a role (a manager with their departments): the invitation email
+    carries a link to choose a password. An address with an account in another org gets the
+    same answer as a sent invitation (tenancy.invite_user)."""
     role = request.POST.get("role", "")
     try:
         email = tenancy.invite_user(
@@ -560,11 +540,27 @@ def _invite(request: HttpRequest, org: Organization) -> None:
             name=request.POST.get("name", ""),
             role=role if role in Membership.Role.values else "",
             actor=_actor(request),
+            by_role=_role(request),
+            department_ids=_department_ids(request),
         )
     except DomainError as exc:
         _fail(request, exc)
         return
     messages.success(request, f"Invitation sent to {email}.")
+
+
+def _role(request: HttpRequest) -> str:
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    return membership.role
+
+
+def _department_ids(request: HttpRequest) -> list[int]:
+    """The departments ticked in a form; a value that names no row counts as unknown."""
+    values = request.POST.getlist("departments")
+    found = [_id(value) for value in values]
+    if None in found:
+        raise ValidationFailed("unknown department")
+    return [pk for pk in found if pk is not None]
 
 
 def _import_employees(request: HttpRequest, org: Organization) -> None:
@@ -624,10 +620,76 @@ def employee_reactivate(request: HttpRequest, employee_id: int) -> HttpResponse:
     return redirect("web:employees")
 
 
+# --- settings > team ------------------------------------------------------------------------------
+
+
+@org_admin
+@require_http_methods(["GET", "POST"])
+def team_page(request: HttpRequest) -> HttpResponse:
+    """Who may sign in, with which role: invite, change a role, remove (tenancy.team)."""
+    org = _org(request)
+    if request.method == "POST":
+        form = request.POST.get("form")
+        if form == "invite":
+            _invite(request, org)
+        elif form in ("role", "remove"):
+            _change_member(request, org, form)
+        return redirect("web:team")
+    return render(
+        request,
+        "web/team.html",
+        {
+            "members": team.members(org),
+            "roles": _grantable_roles(_role(request)),
+            "departments": Department.objects.filter(org=org).order_by("name"),
+        },
+    )
+
+
+ROLE_LABELS = {
+    "owner": "Owner (everything an admin does, and makes owners)",
+    "admin": "Admin (buys, assigns, manages the team)",
+    "billing": "Billing (buys, the card, invoices)",
+    "manager": "Manager (assigns for their departments)",
+    "learner": "Learner (their own assignments)",
+}
+
+
+def _grantable_roles(role: str) -> list[tuple[str, str]]:
+    """The roles this member may give: an owner every role, an admin every role but owner."""
+    return [
+        (value, label)
+        for value, label in ROLE_LABELS.items()
+        if value != Membership.Role.OWNER or role == Membership.Role.OWNER
+    ]
+
+
+def _change_member(request: HttpRequest, org: Organization, form: str) -> None:
+    user_id = _id(request.POST.get("user"))
+    try:
+        if user_id is None:
+            raise NotFound("user not found")
+        if form == "remove":
+            team.remove_member(org, user_id, by_role=_role(request), actor=_actor(request))
+            messages.success(request, "Removed; they can no longer sign in.")
+        else:
+            changed = team.change_role(
+                org,
+                user_id,
+                role=request.POST.get("role", ""),
+                department_ids=_department_ids(request),
+                by_role=_role(request),
+                actor=_actor(request),
+            )
+            messages.success(request, f"{changed.user.email} is now {changed.role}.")
+    except DomainError as exc:
+        _fail(request, exc)
+
+
 # --- learner -------------------------------------------------------------------------------------
 
 
-@login_required
+@org_admin
 @require_http_methods(["GET", "POST"])
 def learn(request: HttpRequest) -> HttpResponse:
     membership = _membership(request)
@@ -923,11 +985,7 @@ def invoice_download(request: HttpRequest, invoice_id: int) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponseBase:
-    """``/``: the marketplace for admins, a learner's own page for learners."""
-    if request.user.is_authenticated:
-        membership = getattr(request.user, "membership", None)
-        if membership is not None and membership.role == Membership.Role.LEARNER:
-            return redirect("web:learn")
+    """``/``: the marketplace; a learner is sent to their own page (the table refuses them)."""
     return marketplace(request)
 
 
@@ -967,25 +1025,33 @@ def _department_form(request: HttpRequest, org: Organization) -> None:
         messages.success(request, f"Department {made.name} created.")
 
 
-@org_staff
-@require_http_methods(["GET", "POST"])
+@org_admin
+@require_GET
 def department_list(request: HttpRequest) -> HttpResponse:
     """Each department with its budget, what it has committed this budget year and what
-    remains; owners and admins create, rename and budget them here, managers see theirs."""
+    remains; owners and admins create, rename and budget them (``department_edit``),
+    managers see theirs."""
+    return _departments_page(request, _org(request))
+
+
+@org_admin
+@require_POST
+def department_edit(request: HttpRequest) -> HttpResponse:
+    """Create, rename or budget a department (owners and admins, by the access table)."""
     org = _org(request)
-    status = 200
-    if request.method == "POST":
-        if _manager_of(request) is not None:
-            return HttpResponse("Only the organization's admins change departments.", status=403)
-        try:
-            _department_form(request, org)
-        except NotFound:
-            raise Http404("no such department") from None
-        except DomainError as exc:
-            _fail(request, exc)
-            status = status_for(exc)
-        else:
-            return redirect("web:departments")
+    try:
+        _department_form(request, org)
+    except NotFound:
+        raise Http404("no such department") from None
+    except DomainError as exc:
+        _fail(request, exc)
+        return _departments_page(request, org, status=status_for(exc), form=request.POST)
+    return redirect("web:departments")
+
+
+def _departments_page(
+    request: HttpRequest, org: Organization, *, status: int = 200, form: Any = None
+) -> HttpResponse:
     rows = _departments_in_reach(request, org)
     committed = budgets.committed_by_department(org, rows)
     return render(
@@ -1002,8 +1068,8 @@ def department_list(request: HttpRequest) -> HttpResponse:
                 }
                 for d in rows
             ],
-            "can_edit": _manager_of(request) is None,
-            "form": request.POST if status != 200 else {},
+            "can_edit": access.may(_role(request), "web:department_edit"),
+            "form": form or {},
         },
         status=status,
     )

@@ -22,9 +22,15 @@ from learncredits.catalog.services import create_content
 from learncredits.credits import accounts, actions
 from learncredits.ops.listen import listen_url
 from learncredits.tenancy import services as tenancy
-from learncredits.tenancy.models import Organization
+from learncredits.tenancy.models import Department, Employee, Organization
 
 ACTOR = "system:demo"
+# The demo's sign-ins (docs/identity.md, "Roles"): its owner, someone who pays, a manager.
+DEMO_USERS = [
+    ("admin@acme.example", "Demo Owner", "owner"),
+    ("billing@acme.example", "Demo Billing", "billing"),
+    ("manager@acme.example", "Demo Manager", "manager"),
+]
 PREMIUM = [
     ("Sexual Harassment Prevention", 1),
     ("Workplace Safety Essentials", 1),
@@ -129,21 +135,28 @@ class Command(BaseCommand):
         )
         _, key = tenancy.create_api_key(org, name="demo key", actor=ACTOR)
         password = secrets.token_urlsafe(12)
-        tenancy.create_user(
-            org,
-            email="admin@acme.example",
-            name="Demo Admin",
-            role="admin",
-            password=password,
-            actor=ACTOR,
-        )
+        # A department for the manager (its budget and the rest: docs/identity.md).
+        sales = Department.objects.create(org=org, name="Sales")
+        Employee.objects.filter(pk__in=[e.pk for e in employees[:4]]).update(department=sales)
+        for email, name, role in DEMO_USERS:
+            tenancy.create_user(
+                org,
+                email=email,
+                name=name,
+                role=role,
+                password=password,
+                actor=ACTOR,
+                department_ids=[sales.pk] if role == "manager" else None,
+            )
         return (
             "learncredits demo organization\n"
             f"  organization: {org.name} (org_{org.pk})\n"
             "  dashboard:    {url}/login\n"
             "  API docs:     {url}/api/v1/docs\n"
             f"  API key:      {key}\n"
-            f"  admin login:  admin@acme.example / {password}\n"
+            f"  owner login:  admin@acme.example / {password}\n"
+            f"  also:         billing@acme.example (billing), manager@acme.example (manager of "
+            f"Sales), same password\n"
             f"  try:          curl -H 'Authorization: Bearer {key}' "
             f"{{url}}/api/v1/orgs/org_{org.pk}/balance\n"
         )
