@@ -186,9 +186,9 @@ assignments), `/settings/billing`, `/settings/team` (who may sign in, with which
 and sends people of an SSO domain to their provider, back at `/login/sso/callback`:
 docs/identity.md), `/departments` (budgets and what is committed), and the operator console
 under `/admin/`. Which role may open which page is one table (docs/identity.md, "Roles").
-Elements that tests and integrators rely on carry a stable `data-testid`, for example `balance-credits`,
-`balance-assigned`, `balance-available`, `balance-total` (with `data-at-risk`), the
-`quote-*` fields of the buy page, and `start-button` on `/learn`.
+Elements that tests and integrators rely on carry a stable `data-testid`, for example
+`balance-credits`, `balance-assigned`, `balance-available`, `balance-total` (with
+`data-at-risk`), the `quote-*` fields of the buy page, and `start-button` on `/learn`.
 
 # Endpoints
 

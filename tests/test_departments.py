@@ -484,7 +484,9 @@ def test_a_manager_sees_and_assigns_only_their_departments(org, make_content):
 
     text = manager.get("/departments").content.decode()
     assert "Sales" in text and "Ops" not in text
-    assert manager.post("/departments/edit", {"action": "create", "name": "Mine"}).status_code == 403
+    assert (
+        manager.post("/departments/edit", {"action": "create", "name": "Mine"}).status_code == 403
+    )
 
     picker = manager.get("/assign").content.decode()
     assert "Seller One" in picker and "Operator Person" not in picker
