@@ -9,7 +9,7 @@ endpoint's auth, webhook signatures) is the hand-written introduction below.
     .venv/bin/python scripts/api_reference.py            # rewrite docs/api.md
     .venv/bin/python scripts/api_reference.py --check    # exit 1 if docs/api.md is stale
 
-``make api-docs`` runs the first; tests/test_api_reference.py does the second in memory, so
+``make api-docs`` runs the first; tests/api/test_api_reference.py does the second in memory, so
 an endpoint added or changed without regenerating fails the suite.
 """
 

@@ -133,6 +133,26 @@ class OrgHandle:
         return self.api.post(self.path(f"/assignments/{assignment_id}/{verb}"), body)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings_xdist_suffix(request: pytest.FixtureRequest) -> None:
+    """Under pytest-xdist (make test-fast), each worker its own test database. pytest-django
+    recognises SQLite only by Django's own engine name, so for our queued SQLite backend it
+    would name a file after the database's path; SQLite's test database is in memory and
+    already private to each worker process, so only the others get the worker's suffix."""
+    from django.conf import settings as django_settings
+
+    worker = getattr(request.config, "workerinput", {}).get("workerid")
+    if not worker:
+        return
+    for database in django_settings.DATABASES.values():
+        test = database.setdefault("TEST", {})
+        if test.get("NAME") == ":memory:" or (
+            not test.get("NAME") and database["ENGINE"].endswith("sqlite3")
+        ):
+            continue
+        test["NAME"] = f"{test.get('NAME') or 'test_' + database['NAME']}_{worker}"
+
+
 @pytest.fixture(autouse=True)
 def _operator_token(settings: Any) -> None:
     settings.LEARNCREDITS_OPERATOR_TOKEN = OPERATOR_TOKEN

@@ -7,7 +7,7 @@ while the org's balance lock was held (docs/decisions/0010). Keeping those state
 and nowhere else, keeps their cost in one place: each function is named after what it asks
 or writes, takes typed arguments and answers with named rows, and the differences between
 SQLite and PostgreSQL stay inside it. Callers keep the domain logic, the locking order and
-the transactions. ``tests/test_store.py`` answers each question again with the ORM.
+the transactions. ``tests/db/test_store.py`` answers each question again with the ORM.
 
 How: each statement's text is built once per database vendor from the models' own table and
 column names (cached), and values go through the model fields' own ``get_db_prep_save``, so

@@ -4,7 +4,7 @@ Every dashboard page (by its URL name, ``web:<name>``) and every API operation (
 /path`` as in docs/api.md) has one line here naming the roles that may use it. The
 dashboard's page decorator (``web/views.py``), the API's bearer authentication
 (``api/auth.py``) and the xAPI endpoints ask ``may`` and nothing else; a route with no line
-is refused to everyone (and ``tests/test_roles.py``, generated from the URL configuration,
+is refused to everyone (and ``tests/web/test_roles.py``, generated from the URL configuration,
 fails until it is given one).
 
 Roles inside an org are ``Membership.Role``'s values; the API adds ``operator`` (the

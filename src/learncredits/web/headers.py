@@ -4,7 +4,7 @@ them (every API request): the flash messages store and the Content-Security-Poli
 Why: on a balance read through the API they were about a tenth of the web process's CPU
 (the messages store built a cookie and a session store for each request; django-csp built
 the policy string twice for each response, the enforced one and the report-only one).
-Both keep the library's behaviour exactly; tests/test_headers.py compares them with it.
+Both keep the library's behaviour exactly; tests/api/test_headers.py compares them with it.
 """
 
 from __future__ import annotations
