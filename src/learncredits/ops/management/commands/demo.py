@@ -21,8 +21,9 @@ from learncredits.catalog.models import Content
 from learncredits.catalog.services import create_content
 from learncredits.credits import accounts, actions
 from learncredits.ops.listen import listen_url
+from learncredits.tenancy import departments
 from learncredits.tenancy import services as tenancy
-from learncredits.tenancy.models import Department, Employee, Organization
+from learncredits.tenancy.models import Organization
 
 ACTOR = "system:demo"
 # The demo's sign-ins (docs/identity.md, "Roles"): its owner, someone who pays, a manager.
@@ -136,8 +137,9 @@ class Command(BaseCommand):
         _, key = tenancy.create_api_key(org, name="demo key", actor=ACTOR)
         password = secrets.token_urlsafe(12)
         # A department for the manager (its budget and the rest: docs/identity.md).
-        sales = Department.objects.create(org=org, name="Sales")
-        Employee.objects.filter(pk__in=[e.pk for e in employees[:4]]).update(department=sales)
+        sales = departments.create_department(org, name="Sales", budget_credits=40, actor=ACTOR)
+        for employee in employees[:4]:
+            departments.set_employee_department(org, employee.pk, sales.pk, actor=ACTOR)
         for email, name, role in DEMO_USERS:
             tenancy.create_user(
                 org,
