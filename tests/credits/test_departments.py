@@ -21,7 +21,7 @@ from learncredits.domain import budgets as rules
 from learncredits.domain.errors import BudgetExceeded, NotFound, ValidationFailed
 from learncredits.tenancy import departments
 from learncredits.tenancy.models import Department, Employee, Membership, Organization
-from tests.conftest import OrgHandle, ok
+from tests.conftest import Api, OrgHandle, ok
 
 ACTOR = "test"
 
@@ -545,3 +545,39 @@ def test_budget_exceeded_is_a_409_wherever_it_is_met():
 
     refusal = BudgetExceeded("over")
     assert (refusal.code, http_status(refusal)) == ("budget_exceeded", 409)
+
+
+def test_a_manager_key_is_held_to_its_departments_and_their_budget_over_the_api(
+    org, make_content, snapshot
+):
+    """The same rules through the HTTP API with a key whose role is manager: its own
+    department's employees within budget (201), past the budget 409 ``budget_exceeded`` with
+    nothing written, another department's employee 404, buying 403; an admin key may go over
+    and is told."""
+    course = make_content(4)
+    sales, ops = department(org, "Sales", 10), department(org, "Ops", 100)
+    people = [member(org, f"S{n}", sales["id"]) for n in range(3)]
+    outsider = member(org, "O1", ops["id"])
+    org.buy(50)
+    body = {"name": "sales lead", "role": "manager", "department_ids": [sales["id"]]}
+    manager = Api(ok(org.operator.post(org.path("/api-keys"), body), 201)["key"])
+
+    def assign(employees: list[str]) -> Any:
+        return manager.post(
+            org.path("/assignments"), {"content_id": course, "employee_ids": employees}
+        )
+
+    made = ok(assign(people[:2]), 201)
+    assert len(made["data"]) == 2 and made["budget_warnings"] == []
+    before = snapshot()
+    refused = assign(people[2:])
+    assert (refused.status, refused.code) == (409, "budget_exceeded")
+    assert snapshot() == before
+    assert assign([outsider]).status == 404
+    assert snapshot() == before
+    assert manager.post(org.path("/purchases"), {"quantity": 1}).status == 403
+    listed = ok(manager.get(org.path("/departments")))["data"]
+    assert [d["name"] for d in listed] == ["Sales"]  # a manager sees their own
+
+    over = org.assign(course, people[2:])  # the org's admin key
+    assert [w["over_by"] for w in over["budget_warnings"]] == [2]
