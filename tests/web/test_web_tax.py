@@ -17,6 +17,7 @@ from django.test import Client
 from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import tax as billing_tax
+from learncredits.billing.invoicing import receipt_of
 from learncredits.catalog.services import current_price_book
 from learncredits.credits import accounts
 from learncredits.credits.models import Event, Purchase
@@ -229,10 +230,12 @@ def test_buying_with_tax_says_the_amount_charged_including_tax(org, admin):
 
     def buy() -> tuple[Purchase, str]:
         response = admin.post("/buy", {"quantity": "10", "purchase_key": uuid.uuid4().hex})
-        assert response.status_code == 302  # to the receipt, which shows no messages
+        assert response.status_code == 302  # to the billing page, not followed here
         purchase = Purchase.objects.filter(org=_org_row(org)).latest("pk")
         said = [str(m) for m in get_messages(response.wsgi_request)]
-        return purchase, said[-1]  # the newest (none was shown, so all are still queued)
+        text, link = said[-1].split(" <a ", 1)  # the newest, and its link to the receipt
+        assert f"Receipt {receipt_of(purchase).number}</a>" in link
+        return purchase, text
 
     purchase, said = buy()  # no profile: no tax, the message as before
     assert (purchase.total_cents, purchase.tax_cents) == (net, 0)

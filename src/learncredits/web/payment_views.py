@@ -22,11 +22,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from learncredits.billing import payment_methods, purchases, stripe_provider
-from learncredits.billing.invoicing import receipt_of
 from learncredits.billing.payments import get_provider
 from learncredits.credits.models import Purchase
 from learncredits.domain.errors import DomainError
-from learncredits.web.views import _actor, _org, bought_message, org_admin
+from learncredits.web.views import _actor, _org, bought, org_admin
 
 TEMPLATE = "web/settings_payment.html"
 
@@ -50,8 +49,7 @@ def _authenticated(request: HttpRequest, intent_id: str) -> HttpResponse:
         outcome = get_provider(stripe_provider.PROVIDER_NAME).retrieve(intent_id)
         purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
-        messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
+        return bought(request, purchase)
     if purchase.status == Purchase.Status.FAILED:
         messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
         return redirect("web:buy")

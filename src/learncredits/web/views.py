@@ -24,7 +24,9 @@ from django.db.models import Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learncredits import ids
@@ -174,6 +176,20 @@ def _tax_line_label(line: tax.TaxLine) -> str:
     return tax.label(line.name, line.rate_bps, line.country, line.region)
 
 
+def bought(request: HttpRequest, purchase: Purchase) -> HttpResponse:
+    """Where a paid purchase lands: the billing page, in the layout with the new balance, and
+    a message (``buy-success``) saying what was charged, with a link to the receipt."""
+    receipt = receipt_of(purchase)
+    message = format_html(
+        '{} <a href="{}">Receipt {}</a>',
+        bought_message(purchase),
+        reverse("web:invoice", kwargs={"invoice_id": receipt.pk}),
+        receipt.number,
+    )
+    messages.success(request, message, extra_tags="buy-success")
+    return redirect("web:billing")
+
+
 def bought_message(purchase: Purchase) -> str:
     """The flash after a paid purchase: the amount charged, which includes any tax."""
     if not purchase.tax_cents:
@@ -216,8 +232,7 @@ def buy(request: HttpRequest) -> HttpResponse:
         if purchase.status == Purchase.Status.PENDING:
             messages.info(request, "The payment is being processed; the credits follow shortly.")
             return redirect("web:billing")
-        messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
+        return bought(request, purchase)
     context = _quote_context(_org(request), request.GET.get("quantity"))
     context["book"] = current_price_book()
     context["has_tax_profile"] = billing_tax.profile_of(_org(request)) is not None
@@ -242,8 +257,7 @@ def test_authenticate(request: HttpRequest, intent_id: str) -> HttpResponse:
     outcome = provider.authenticate(intent_id, approve=request.POST.get("answer") == "approve")
     purchase = purchases.apply_outcome(purchase, outcome)
     if purchase.status == Purchase.Status.PAID:
-        messages.success(request, bought_message(purchase))
-        return redirect("web:invoice", invoice_id=receipt_of(purchase).pk)
+        return bought(request, purchase)
     messages.error(request, f"The payment was not completed: {purchase.failure_reason}")
     return redirect("web:buy")
 

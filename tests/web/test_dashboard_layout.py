@@ -1,0 +1,94 @@
+"""The layout every dashboard page shares: the organization's name and the signed-in user's
+account menu in the header, the three balance icons leading to buying, the at-risk banner
+(present only while at risk, offering the quantity that clears it), and where a purchase
+lands (the billing page with a success message linking to the receipt). Both databases."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from learncredits.billing.models import Invoice
+from learncredits.credits.models import Purchase
+from learncredits.domain.balance import credits_to_leave_risk
+from learncredits.tenancy.models import Organization
+from tests.conftest import OrgHandle, ok
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "a long enough password 42"
+
+
+def signed_in(org: OrgHandle, role: str) -> Client:
+    email = f"{role}.{uuid.uuid4().hex[:6]}@example.com"
+    body = {"email": email, "name": f"Pat {role.title()}", "role": role, "password": PASSWORD}
+    ok(org.operator.post(org.path("/users"), body), 201)
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=email))
+    return client
+
+
+def hooks(html: str) -> set[str]:
+    return set(re.findall(r'data-testid="([a-z-]+)"', html))
+
+
+def test_the_header_names_the_org_and_the_signed_in_user(org: OrgHandle) -> None:
+    admin = signed_in(org, "admin")
+    html = admin.get("/").content.decode()
+    name = Organization.objects.get(pk=int(org.id.split("_")[1])).name
+    assert re.search(rf'data-testid="org-name">{re.escape(name)}<', html)
+    assert 'data-testid="account-menu"' in html and "Pat Admin" in html
+    assert "Sign out" in html
+
+
+def test_every_balance_icon_leads_to_buying(org: OrgHandle) -> None:
+    html = signed_in(org, "admin").get("/").content.decode()
+    section = html[html.index('<section class="balance"') : html.index("</section>")]
+    assert section.count('href="/buy"') == 4  # the three icons and the "Buy credits" action
+    assert "balance-buy" in hooks(section)
+    # A manager sees the balance but may not buy: no buying action is offered to them.
+    manager = signed_in(org, "manager").get("/").content.decode()
+    assert "balance-buy" not in hooks(manager)
+
+
+def test_the_banner_appears_only_while_at_risk_and_offers_the_quantity_that_clears_it(
+    org: OrgHandle, make_content: Any
+) -> None:
+    admin = signed_in(org, "admin")
+    assert "alert-banner" not in hooks(admin.get("/").content.decode())
+    course = make_content(3)
+    org.buy(4)
+    org.assign(course, [org.employee("A")])  # 3 of 4 reserved: 1 available, threshold 0
+    assert "alert-banner" not in hooks(admin.get("/").content.decode())
+    org.assign(course, [org.employee("B")])  # 6 reserved, 4 held: at risk
+    balance = org.balance()
+    assert balance["at_risk"] is True
+    html = admin.get("/").content.decode()
+    assert "alert-banner" in hooks(html)
+    needed = credits_to_leave_risk(balance["available"], 0)
+    assert f'href="/buy?quantity={needed}"' in html
+    assert f"{balance['assigned']} credits are reserved" in html
+    bought = admin.post("/buy", {"quantity": str(needed), "purchase_key": uuid.uuid4().hex})
+    assert bought.status_code == 302
+    assert "alert-banner" not in hooks(admin.get("/").content.decode())
+
+
+def test_a_purchase_lands_on_billing_with_a_message_linking_to_its_receipt(
+    org: OrgHandle,
+) -> None:
+    admin = signed_in(org, "admin")
+    landed = admin.post("/buy", {"quantity": "7", "purchase_key": uuid.uuid4().hex}, follow=True)
+    assert landed.redirect_chain[-1][0] == "/settings/billing"
+    html = landed.content.decode()
+    receipt = Invoice.objects.get(purchase=Purchase.objects.get(quantity=7))
+    success = re.search(r'<li class="[^"]*"[^>]*data-testid="buy-success">(.*?)</li>', html)
+    assert success is not None
+    assert "Bought 7 credits" in success.group(1)
+    assert f'href="/settings/billing/invoices/{receipt.pk}">Receipt {receipt.number}</a>' in (
+        success.group(1)
+    )
+    assert 'data-testid="balance-credits">7<' in html  # the new balance, in the layout
