@@ -92,3 +92,48 @@ def test_a_purchase_lands_on_billing_with_a_message_linking_to_its_receipt(
         success.group(1)
     )
     assert 'data-testid="balance-credits">7<' in html  # the new balance, in the layout
+
+
+def test_the_forecast_says_more_than_a_year_rather_than_a_far_off_date(
+    org: OrgHandle, make_content: Any
+) -> None:
+    admin = signed_in(org, "admin")
+    org.buy(1000)
+    started = org.assign(make_content(1), [org.employee("Slow")])["data"][0]["id"]
+    ok(org.act(started, "start"))  # 1 credit in 90 days: 999 left last for about 245 years
+    forecast = ok(org.api.get(org.path("/forecast")))
+    assert forecast["runs_out_on"] > "2100-01-01"  # the API keeps the date
+    html = admin.get("/settings/billing").content.decode()
+    assert 'data-testid="forecast-runs-out">more than a year<' in html
+
+    for name in ("A", "B", "C"):  # 301 credits a quarter: about 299 days left, a date
+        busy = org.assign(make_content(100), [org.employee(name)])["data"][0]["id"]
+        ok(org.act(busy, "start"))
+    soon = ok(org.api.get(org.path("/forecast")))["runs_out_on"]
+    html = admin.get("/settings/billing").content.decode()
+    assert f'data-testid="forecast-runs-out">{soon}<' in html
+
+
+def test_the_ledger_names_people_keys_and_the_operator(org: OrgHandle, make_org: Any) -> None:
+    from learncredits.tenancy.actors import actor_names
+    from learncredits.tenancy.models import ApiKey
+
+    admin = signed_in(org, "admin")
+    admin.post("/buy", {"quantity": "3", "purchase_key": uuid.uuid4().hex})  # by the person
+    org.buy(2)  # by the org's key
+    ok(org.operator.post(org.path("/adjustments"), {"credits": 1, "reason": "goodwill"}), 201)
+    html = admin.get("/settings/billing").content.decode()
+    key = ApiKey.objects.get(org_id=int(org.id.split("_")[1]))
+    cells = re.findall(r'<td title="([^"]+)">([^<]+)</td>', html)
+    by = dict(cells)
+    user_actor = next(a for a in by if a.startswith("user:"))
+    assert by[user_actor] == "Pat Admin"
+    assert by[f"api_key:key_{key.pk}"] == f"API key {key.name}"
+    assert by["operator"] == "Operator"
+
+    # Another org's people and keys are not named (their strings stay as recorded).
+    other = make_org("Other")
+    other_key = ApiKey.objects.get(org_id=int(other.id.split("_")[1]))
+    mine = Organization.objects.get(pk=int(org.id.split("_")[1]))
+    strangers = [f"api_key:key_{other_key.pk}", "user:usr_999999", "scim:token_x"]
+    assert actor_names(mine, strangers) == {s: s for s in strangers}

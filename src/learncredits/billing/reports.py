@@ -277,6 +277,9 @@ class Forecast:
     runs_out_on: date | None
     recommended_quantity: int
     quote: pricing.Quote | None
+    # More than a year away at this pace: the page says so rather than a far-off date that
+    # the pace a year from now will not match.
+    runs_out_beyond_a_year: bool = False
 
 
 def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = None) -> Forecast:
@@ -313,4 +316,5 @@ def forecast(org: Organization, horizon_days: int = 30, now: datetime | None = N
     need = balance.assigned + horizon_demand - balance.credits
     recommended = max(0, min(need, pricing.MAX_PURCHASE_QUANTITY))
     quote = pricing.quote(current_price_book(), recommended) if recommended else None
-    return Forecast(available, burn, runs_out_on, recommended, quote)
+    beyond = runs_out_on is not None and runs_out_on > today + timedelta(days=365)
+    return Forecast(available, burn, runs_out_on, recommended, quote, beyond)

@@ -48,6 +48,7 @@ from learncredits.domain.money import format_cents
 from learncredits.tenancy import access, team
 from learncredits.tenancy import departments as tenancy_departments
 from learncredits.tenancy import services as tenancy
+from learncredits.tenancy.actors import actor_names
 from learncredits.tenancy.models import Department, Employee, Membership, Organization
 
 View = Callable[..., HttpResponseBase]
@@ -784,6 +785,9 @@ def _billing_page(
     ledger = list(entries.order_by("-pk")[:26])
     older = ledger[24].pk if len(ledger) > 25 else None
     ledger = ledger[:25]
+    named = actor_names(org, {e.actor for e in ledger})
+    for e in ledger:
+        e.actor_name = named[e.actor]  # type: ignore[attr-defined]
     # Invoices, receipts and credit notes together, each with its derived status (a credit
     # note names the invoice it credits).
     from learncredits.billing.invoicing import invoice_status
