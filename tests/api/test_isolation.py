@@ -182,6 +182,8 @@ PAGES: dict[str, str] = {
     "login/sso/start": PAGE_PUBLIC,
     "login/sso/callback": PAGE_PUBLIC,
     "settings/team": PAGE_ADMIN,
+    "settings/audit": PAGE_ADMIN,
+    "settings/audit.csv": PAGE_ADMIN,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is

@@ -8,10 +8,13 @@ by the one call inside each service.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from learncredits.audit.models import AuditEvent
@@ -61,3 +64,44 @@ class AuditOriginMiddleware:
             return self.get_response(request)
         finally:
             _origin.reset(token)
+
+
+# --- reading an org's own trail ------------------------------------------------------------
+
+AUDIT_CSV_COLUMNS = ("created_at", "actor", "actor_name", "action", "target", "details", "ip")
+
+
+def org_trail(org_id: int, *, action: str = "", actor: str = "") -> QuerySet[AuditEvent]:
+    """The org's own audit events, newest first; ``action`` keeps those whose action starts
+    with it (``user.`` for every user change), ``actor`` one actor's."""
+    events = AuditEvent.objects.filter(org_id=org_id)
+    if action:
+        events = events.filter(action__startswith=action)
+    if actor:
+        events = events.filter(actor=actor)
+    return events.order_by("-id")
+
+
+class _Echo:
+    """A file for csv.writer that hands each written line back instead of storing it."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def trail_csv(events: Iterable[AuditEvent], names: Mapping[str, str]) -> Iterator[str]:
+    """The events as CSV lines (a header first), each actor also by its display name."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(AUDIT_CSV_COLUMNS)
+    for e in events:
+        yield writer.writerow(
+            [
+                e.created_at.isoformat(),
+                e.actor,
+                names.get(e.actor, e.actor),
+                e.action,
+                e.target,
+                json.dumps(e.details, sort_keys=True),
+                e.ip_address or "",
+            ]
+        )

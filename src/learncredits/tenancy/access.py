@@ -70,6 +70,8 @@ PAGES: Final[dict[str, frozenset[str]]] = {
     "web:departments": _ASSIGNERS,  # a manager sees their own departments
     "web:department_edit": _ADMINS,
     "web:team": _ADMINS,
+    "web:audit": _ADMINS,  # the org's own audit trail
+    "web:audit_csv": _ADMINS,
     "web:sso_settings": _ADMINS,
 }
 

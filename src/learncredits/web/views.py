@@ -30,6 +30,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learncredits import ids
+from learncredits.audit import trail as audit
 from learncredits.billing import auto_top_up, purchases, reports
 from learncredits.billing import tax as billing_tax
 from learncredits.billing.documents import invoice_page, invoice_pdf
@@ -975,6 +976,50 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
     )
     filename = ledger_export.ledger_csv_filename(org, department)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@org_admin
+@require_GET
+def audit_trail(request: HttpRequest) -> HttpResponse:
+    """The org's own audit trail (who did what, when), filterable by action and actor, a
+    page of 50 at a time, newest first."""
+    org = _org(request)
+    action = request.GET.get("action", "").strip()[:64]
+    actor = request.GET.get("actor", "").strip()[:200]
+    events = audit.org_trail(org.pk, action=action, actor=actor)
+    before = _id(request.GET.get("before"))
+    if before is not None:
+        events = events.filter(pk__lt=before)
+    rows = list(events[:51])
+    older = rows[49].pk if len(rows) > 50 else None
+    rows = rows[:50]
+    named = actor_names(org, {e.actor for e in rows})
+    for e in rows:
+        e.actor_name = named[e.actor]  # type: ignore[attr-defined]
+    return render(
+        request,
+        "web/audit.html",
+        {"events": rows, "older": older, "filters": {"action": action, "actor": actor}},
+    )
+
+
+@org_admin
+@require_GET
+def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """The same trail, every matching event, as CSV."""
+    org = _org(request)
+    events = audit.org_trail(
+        org.pk,
+        action=request.GET.get("action", "").strip()[:64],
+        actor=request.GET.get("actor", "").strip()[:200],
+    )
+    actors = set(events.values_list("actor", flat=True).distinct())
+    response = StreamingHttpResponse(
+        audit.trail_csv(events.iterator(chunk_size=500), actor_names(org, actors)),
+        content_type="text/csv",
+    )
+    response["Content-Disposition"] = f'attachment; filename="audit-org_{org.pk}.csv"'
     return response
 
 
