@@ -137,3 +137,27 @@ def test_the_ledger_names_people_keys_and_the_operator(org: OrgHandle, make_org:
     mine = Organization.objects.get(pk=int(org.id.split("_")[1]))
     strangers = [f"api_key:key_{other_key.pk}", "user:usr_999999", "scim:token_x"]
     assert actor_names(mine, strangers) == {s: s for s in strangers}
+
+
+def test_an_admin_sets_the_orgs_time_zone_on_settings_billing(org: OrgHandle) -> None:
+    admin = signed_in(org, "admin")
+    row = Organization.objects.get(pk=int(org.id.split("_")[1]))
+    form = {
+        "form": "alerts",
+        "billing_email": row.billing_email,
+        "alert_threshold": "0",
+        "timezone": "Pacific/Auckland",
+    }
+    assert admin.post("/settings/billing", form).status_code == 302
+    row.refresh_from_db()
+    assert row.timezone == "Pacific/Auckland"
+    assert ok(org.api.get(org.path("")))["timezone"] == "Pacific/Auckland"
+    page = admin.get("/settings/billing").content.decode()
+    assert 'value="Pacific/Auckland" list="timezones"' in page
+
+    refused = admin.post(
+        "/settings/billing", {**form, "timezone": "Mars/Olympus_Mons"}, follow=True
+    )
+    assert "Mars/Olympus_Mons" in refused.content.decode()  # the error names the value
+    row.refresh_from_db()
+    assert row.timezone == "Pacific/Auckland"  # nothing changed

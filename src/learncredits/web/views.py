@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+import zoneinfo
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -816,6 +817,7 @@ def _billing_page(
             "forecast": reports.forecast(org),
             "rule": AutoTopUp.objects.filter(org=org).first(),
             "alerts": Alert.objects.filter(org=org).order_by("-pk")[:10],
+            "timezones": _TIMEZONES,
             "tz": org.timezone,
             **_tax_profile_context(org, tax_form),
         },
@@ -851,6 +853,10 @@ def _chart(usage: list[reports.UsagePoint]) -> dict[str, Any]:
     return {"bars": bars, "width": max(30 * len(usage), 30)}
 
 
+# The zone names a browser offers while typing (IANA names; the service checks the value).
+_TIMEZONES = sorted(zoneinfo.available_timezones())
+
+
 def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
     form = request.POST.get("form")
     try:
@@ -865,12 +871,16 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
                 "alert_threshold": threshold,
                 "billing_email": request.POST.get("billing_email", ""),
             }
+            if "timezone" in request.POST:
+                # Dates on every page, periods and the forecast follow it; the service
+                # checks it is an IANA zone name.
+                changes["timezone"] = request.POST["timezone"].strip()
             if "release_unstarted_after_days" in request.POST:
                 # Blank: never. The service holds the rule for a number of days.
                 days = request.POST["release_unstarted_after_days"].strip()
                 changes["release_unstarted_after_days"] = days or None
             accounts.update_org_settings(org, changes, actor=_actor(request))
-            messages.success(request, "Billing contact and alert threshold saved.")
+            messages.success(request, "Billing contact, time zone and alert threshold saved.")
         elif form == "auto_top_up":
             mode_target = request.POST.get("mode") == "target"
             amount = _int(request.POST.get("amount"), "amount", low=1, high=1_000_000)
