@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,21 @@ def ok(response: Response, status: int = 200) -> Any:
     """The body of a response that must have this status (shows the body if not)."""
     assert response.status == status, (response.status, response.body)
     return response.body
+
+
+def lands_on_billing_with_its_receipt(client: Client, response: Any) -> str:
+    """A paid purchase from the dashboard redirects to the billing page, whose ``buy-success``
+    message links to the receipt; answers that link so a test can open the receipt."""
+    assert response.status_code == 302 and response["Location"] == "/settings/billing", (
+        response.status_code,
+        response.get("Location"),
+    )
+    html = client.get(response["Location"]).content.decode()
+    message = re.search(r'data-testid="buy-success">(.*?)</li>', html, re.S)
+    assert message is not None, "no buy-success message on the billing page"
+    link = re.search(r'href="(/settings/billing/invoices/\d+)"', message.group(1))
+    assert link is not None, message.group(1)
+    return link.group(1)
 
 
 @dataclass

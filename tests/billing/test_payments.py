@@ -31,7 +31,14 @@ from learncredits.billing.models import (
 from learncredits.credits.models import Purchase
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
-from tests.conftest import ON_POSTGRES, Crash, OrgHandle, install_crashing_provider, ok
+from tests.conftest import (
+    ON_POSTGRES,
+    Crash,
+    OrgHandle,
+    install_crashing_provider,
+    lands_on_billing_with_its_receipt,
+    ok,
+)
 
 
 def charges(reference: str | None = None) -> int:
@@ -142,7 +149,7 @@ def test_a_card_that_needs_authentication_waits_then_pays_once(make_org):
     page = client.get(f"/payments/test/authenticate/{intent_id}")
     assert page.status_code == 200
     done = client.post(f"/payments/test/authenticate/{intent_id}", {"answer": "approve"})
-    assert done.status_code == 302 and "/settings/billing/invoices/" in done["Location"]
+    lands_on_billing_with_its_receipt(client, done)
     assert charges() == 1 and org.balance()["credits"] == 10
     again = client.post(f"/payments/test/authenticate/{intent_id}", {"answer": "approve"})
     assert again.status_code == 302

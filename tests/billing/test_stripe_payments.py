@@ -26,7 +26,13 @@ from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Organization
 from tests.api.test_hardening import _run_check
 from tests.billing.test_stripe_provider import sign
-from tests.conftest import Crash, OrgHandle, install_crashing_provider, ok
+from tests.conftest import (
+    Crash,
+    OrgHandle,
+    install_crashing_provider,
+    lands_on_billing_with_its_receipt,
+    ok,
+)
 
 if TYPE_CHECKING:
     from tests.stripe_server import LocalStripe
@@ -261,7 +267,7 @@ def test_a_card_that_needs_authentication_waits_then_pays_once(
     assert f'data-client-secret="{intent_id}_secret_' in page.content.decode()
     stripe_on.authenticate(intent_id, success=True)  # what Stripe.js does with the bank
     done = client.post("/settings/payment", {"action": "authenticated", "intent": intent_id})
-    assert done.status_code == 302 and "/settings/billing/invoices/" in done["Location"]
+    lands_on_billing_with_its_receipt(client, done)
     assert len(succeeded(intents_for(stripe_on, org))) == 1
     assert org.balance()["credits"] == 10
     assert webhook(stripe_on, intent_id).status_code == 200  # late webhook: nothing more
@@ -513,6 +519,6 @@ def test_coming_back_from_stripes_page_carries_the_purchase_on(
     client = _admin_client(org)
     stripe_on.authenticate(intent_id, success=True)
     back = client.get(f"/settings/payment?payment_intent={intent_id}")
-    assert back.status_code == 302 and "/settings/billing/invoices/" in back["Location"]
+    lands_on_billing_with_its_receipt(client, back)
     assert org.balance()["credits"] == 10
     assert client.get("/settings/payment?payment_intent=pi_not_ours").status_code == 404
