@@ -28,6 +28,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learncredits import ids
@@ -47,7 +48,7 @@ from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
-from learncredits.tenancy import access, team
+from learncredits.tenancy import access, employee_import, team
 from learncredits.tenancy import departments as tenancy_departments
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.actors import actor_names
@@ -517,7 +518,7 @@ def employee_list(request: HttpRequest) -> HttpResponse:
         if request.POST.get("form") == "invite":
             _invite(request, org)
         elif "csv" in request.POST or "csv_file" in request.FILES:
-            _import_employees(request, org)
+            return _import_employees(request, org)
         else:
             try:
                 employee = tenancy.create_employee(
@@ -530,6 +531,17 @@ def employee_list(request: HttpRequest) -> HttpResponse:
             except DomainError as exc:
                 _fail(request, exc)
         return redirect("web:employees")
+    return _employees_page(request, org)
+
+
+def _employees_page(
+    request: HttpRequest,
+    org: Organization,
+    *,
+    status: int = 200,
+    import_form: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """The employees list and its forms; ``import_form`` carries an import's report."""
     query = request.GET.get("q", "").strip()
     employees = Employee.objects.filter(org=org)
     if query:
@@ -542,7 +554,13 @@ def employee_list(request: HttpRequest) -> HttpResponse:
         )
     ).order_by("-active", "name")
     page = Paginator(employees, 50).get_page(_page_number(request))
-    return render(request, "web/employees.html", {"page": page, "q": query})
+    context = {
+        "page": page,
+        "q": query,
+        "import_form": import_form or {},
+        "import_max_rows": f"{employee_import.MAX_ROWS:,}",
+    }
+    return render(request, "web/employees.html", context, status=status)
 
 
 def _invite(request: HttpRequest, org: Organization) -> None:
@@ -580,22 +598,53 @@ def _department_ids(request: HttpRequest) -> list[int]:
     return [pk for pk in found if pk is not None]
 
 
-def _import_employees(request: HttpRequest, org: Organization) -> None:
-    """CSV of name,email rows (a header row is skipped); each row is its own result."""
+def _import_employees(request: HttpRequest, org: Organization) -> HttpResponse:
+    """The CSV import (rules in tenancy/employee_import.py). A clean file is imported and
+    the page says how many; otherwise nothing is, and the page lists every bad row and keeps
+    the form, its text filled in so that the admin can fix the rows or tick "import the
+    valid rows" and send it again."""
     upload = request.FILES.get("csv_file")
-    text = upload.read().decode("utf-8", "replace") if upload else request.POST.get("csv", "")
-    added, problems = 0, []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if len(row) < 2 or (number == 1 and row[1].strip().lower() == "email"):
-            continue
-        try:
-            tenancy.create_employee(org, name=row[0], email=row[1], actor=_actor(request))
-            added += 1
-        except DomainError as exc:
-            problems.append(f"line {number}: {exc.detail}")
-    messages.success(request, f"Imported {added} employee(s).")
-    if problems:
-        messages.error(request, "; ".join(problems[:10]))
+    # A byte past the bound is enough for the service to refuse a file as too large.
+    data = (
+        upload.read(employee_import.MAX_BYTES + 1)
+        if upload
+        else request.POST.get("csv", "").encode()
+    )
+    skip_invalid = request.POST.get("skip_invalid") == "1"
+    try:
+        result = employee_import.import_employees(
+            org, data, actor=_actor(request), skip_invalid=skip_invalid
+        )
+    except employee_import.ImportRefused as exc:
+        form = {
+            "csv": _import_text(data),
+            "skip_invalid": skip_invalid,
+            "error": exc.detail,
+            "problems": [str(problem) for problem in exc.problems],
+        }
+        return _employees_page(request, org, status=status_for(exc), import_form=form)
+    count = len(result.employees)
+    messages.success(
+        request,
+        ngettext("Imported %(count)d employee", "Imported %(count)d employees", count)
+        % {"count": count},
+    )
+    if not result.skipped:
+        return redirect("web:employees")
+    skipped = {"skipped": [str(problem) for problem in result.skipped]}
+    return _employees_page(request, org, import_form=skipped)
+
+
+def _import_text(data: bytes) -> str:
+    """A refused file's text for the form's text box, so it can be fixed and sent again;
+    empty when it is too large or not UTF-8 (a replacement character would then be imported
+    as part of a name)."""
+    if len(data) > employee_import.MAX_BYTES:
+        return ""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return ""
 
 
 @org_admin
