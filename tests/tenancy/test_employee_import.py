@@ -196,3 +196,21 @@ def test_another_orgs_employee_with_the_same_email_is_no_obstacle(org: OrgHandle
     make_org("Elsewhere").employee("Ada", "ada@example.com")
     result = import_employees(org_of(org), b"Ada,ada@example.com\n", actor="user:usr_1")
     assert [e.email for e in result.employees] == ["ada@example.com"]
+
+
+@pytest.mark.django_db
+def test_the_employee_rule_itself_bounds_names_and_emails_to_their_columns(org: OrgHandle) -> None:
+    """Whoever calls it (a page, the API, SCIM), a name or email longer than its column is a
+    clear ValidationFailed on both databases, and nothing is written."""
+    from learncredits.domain.errors import ValidationFailed
+    from learncredits.tenancy import services
+
+    the_org = Organization.objects.get(pk=int(org.id.rsplit("_", 1)[1]))
+    before = Employee.objects.count()
+    with pytest.raises(ValidationFailed, match="name is longer than 200"):
+        services.create_employee(the_org, name="A" * 201, email="ada@example.com")
+    long_email = "a" * 64 + "@" + ("b" * 62 + ".") * 3 + "com"  # 257 characters
+    with pytest.raises(ValidationFailed, match="email is longer than 254"):
+        services.create_employee(the_org, name="Ada", email=long_email)
+    assert Employee.objects.count() == before
+    assert services.create_employee(the_org, name="A" * 200, email="ada@example.com").pk

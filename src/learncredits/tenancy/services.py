@@ -70,8 +70,16 @@ class Principal:
 OPERATOR = Principal(org_id=None, label="operator", role="operator")
 
 
+# What the columns hold (every name column is 200 characters, every email 254): checked
+# here so a longer value is a clear 422 on both databases, not a database error.
+NAME_MAX_LENGTH = 200
+EMAIL_MAX_LENGTH = 254
+
+
 def _clean_email(email: str, field: str) -> str:
     email = email.strip().lower()
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise ValidationFailed(f"{field} is longer than {EMAIL_MAX_LENGTH} characters")
     try:
         validate_email(email)
     except DjangoValidationError:
@@ -91,6 +99,8 @@ def _clean_name(name: str, field: str = "name") -> str:
     name = name.strip()
     if not name:
         raise ValidationFailed(f"{field} must not be empty")
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValidationFailed(f"{field} is longer than {NAME_MAX_LENGTH} characters")
     return name
 
 
