@@ -178,6 +178,32 @@ def test_a_wrong_current_password_or_a_weak_new_one_is_refused(org: OrgHandle) -
     assert not AuditEvent.objects.filter(action="user.password_change").exists()
 
 
+def test_guessing_the_current_password_spends_the_sign_in_budget(
+    org: OrgHandle, settings: Any
+) -> None:
+    """A stolen session cannot guess the password here faster than at /login: each wrong
+    current password spends the account's sign-in budget, and once it is spent even the
+    right one is refused (429) until the cool-off, here and at /login alike."""
+    user = add_user(org, "pat@acme.example", "manager")
+    client = signed_in(user.email)
+    right = {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    # A right current password gives its slot back: changes do not add up to a lock-out.
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        weak = client.post("/settings/password", {**right, "new_password1": "short"})
+        assert weak.status_code == 422
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        assert (
+            client.post("/settings/password", {**right, "old_password": "guess"}).status_code == 422
+        )
+    refused = client.post("/settings/password", right)
+    assert refused.status_code == 429
+    assert "too many wrong passwords" in refused.content.decode()
+    assert not signs_in(user.email, PASSWORD)  # one budget with the sign-in form
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+    assert not AuditEvent.objects.filter(action="user.password_change").exists()
+
+
 def test_an_account_made_by_single_sign_on_has_no_password_to_change(
     acme: OrgHandle,  # noqa: F811  (the fixture)
     provider: Provider,  # noqa: F811
