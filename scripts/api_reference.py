@@ -185,8 +185,10 @@ assignments), `/settings/billing`, `/settings/team` (who may sign in, with which
 `/settings/sso` (single sign-on, for the owner and admins; `/login` asks for the email first
 and sends people of an SSO domain to their provider, back at `/login/sso/callback`:
 docs/identity.md), `/departments` (budgets and what is committed), `/settings/audit`
-(the org's own audit trail, filterable, as CSV too), and the operator console
-under `/admin/`. Which role may open which page is one table (docs/identity.md, "Roles").
+(the org's own audit trail, filterable, as CSV too), `/settings/profile` and
+`/settings/password` (everyone's own name and password, from the account menu), and the
+operator console under `/admin/`. Which role may open which page is one table
+(docs/identity.md, "Roles").
 Elements that tests and integrators rely on carry a stable `data-testid`, for example
 `balance-credits`, `balance-assigned`, `balance-available`, `balance-total` (with
 `data-at-risk`), the `quote-*` fields of the buy page, and `start-button` on `/learn`.

@@ -110,6 +110,17 @@ class Invoice(models.Model):
         return self.number
 
 
+class CreditNote(Invoice):
+    """The credit notes among the invoices (``kind`` credit_note), as their own list in the
+    operator console. No table of its own: the rows are invoices, issued by the refund and
+    credit note services only (billing/refunds.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "credit note"
+        verbose_name_plural = "credit notes"
+
+
 class InvoiceLine(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
@@ -189,6 +200,10 @@ class SellerDetails(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.CharField(max_length=200, default="system")
 
+    class Meta:
+        verbose_name = "seller details"
+        verbose_name_plural = "seller details"
+
 
 class TaxRateTable(models.Model):
     """One version of the whole tax rate schedule (``PUT /tax/rates``). The newest is in
@@ -197,6 +212,10 @@ class TaxRateTable(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200)
+
+    class Meta:
+        verbose_name = "tax rate table"
+        verbose_name_plural = "tax rate tables"
 
 
 class TaxRateEntry(models.Model):
@@ -208,6 +227,8 @@ class TaxRateEntry(models.Model):
     effective_from = models.DateField()
 
     class Meta:
+        verbose_name = "tax rate"
+        verbose_name_plural = "tax rates"
         constraints = [
             models.UniqueConstraint(
                 fields=["table", "country", "region", "name", "effective_from"],
@@ -275,6 +296,8 @@ class AutoTopUp(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "auto top-up rule"
+        verbose_name_plural = "auto top-up rules"
         constraints = [
             models.CheckConstraint(
                 condition=Q(quantity__isnull=False, quantity__gte=1, target_available__isnull=True)

@@ -15,6 +15,8 @@ class Content(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "content item"
+        verbose_name_plural = "content items"
         constraints = [
             models.CheckConstraint(
                 condition=(models.Q(premium=True, credit_cost__gte=1))

@@ -45,6 +45,15 @@ class EmailDomainTaken(InvalidState):
     title = "Email domain taken"
 
 
+class ManagedByIdentityProvider(InvalidState):
+    """A person asked to change what their organization's identity provider keeps: the name
+    of someone SCIM provisions, or the password of an account that signs in by single
+    sign-on only."""
+
+    code = "managed_by_identity_provider"
+    title = "Managed by the identity provider"
+
+
 class InsufficientCredits(DomainError):
     code = "insufficient_credits"
     title = "Insufficient credits"

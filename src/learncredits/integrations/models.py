@@ -22,6 +22,8 @@ class XapiStatement(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "xAPI statement"
+        verbose_name_plural = "xAPI statements"
         constraints = [
             models.UniqueConstraint(fields=["org", "statement_id"], name="xapi_statement_once"),
         ]

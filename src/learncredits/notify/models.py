@@ -88,6 +88,8 @@ class WebhookDelivery(Delivery):
     last_status_code = models.IntegerField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
         indexes = [
             models.Index(
                 fields=["next_attempt_at"], name="webhook_due", condition=Q(status="pending")

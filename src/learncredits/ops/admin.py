@@ -1,6 +1,8 @@
 """The operator console (Django admin): organizations, catalog, price book, adjustments,
-refunds of paid purchases, and read-only views of the ledger, invoices and credit notes,
-purchases, alerts and webhook deliveries.
+refunds of paid purchases, and read-only views of the ledger, invoices, credit notes,
+refunds, purchases, alerts and webhook deliveries, each linked to the records it belongs to
+(a purchase to its receipt and refunds, a refund to its credit note, a credit note to the
+invoice it credits).
 
 Immutable records (ledger entries, lot draws, invoices and their lines and payments) have no
 add, change or delete permission here; the database refuses such writes anyway. Every write
@@ -24,6 +26,7 @@ from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.billing import refunds
 from learncredits.billing.models import (
+    CreditNote,
     Invoice,
     InvoiceLine,
     InvoicePayment,
@@ -63,8 +66,10 @@ else:
     _TabularInline = admin.TabularInline
     _ModelForm = forms.ModelForm
 
+# The product's name on every console page: the header, the browser tab and the index.
 admin.site.site_header = "learncredits operator console"
-admin.site.site_title = "learncredits"
+admin.site.site_title = "learncredits operator console"
+admin.site.index_title = "learncredits operator console: every organization"
 
 
 def operator_actor(request: HttpRequest) -> str:
@@ -82,6 +87,35 @@ class ReadOnlyAdmin(_ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class OrgIdSearch(_ModelAdmin):
+    """Search also takes an org's public id (``org_12``, as the API and the dashboard show
+    it), which finds that org's rows only; any other term searches ``search_fields``."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: Any, search_term: str
+    ) -> tuple[Any, bool]:
+        org_pk = ids.decode("org", search_term.strip())
+        if org_pk is not None:
+            return queryset.filter(org_id=org_pk), False
+        return super().get_search_results(request, queryset, search_term)
+
+
+def change_link(obj: Any, label: str, testid: str) -> str:
+    """A link to ``obj``'s console page (read-only or not), or "-" when there is none."""
+    if obj is None:
+        return "-"
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}" data-testid="{}">{}</a>', url, testid, label)
+
+
+def changelist_link(model: Any, query: str, label: str, testid: str) -> str:
+    """A link to ``model``'s console list narrowed by ``query`` (a field lookup)."""
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return format_html('<a href="{}?{}" data-testid="{}">{}</a>', url, query, testid, label)
 
 
 class AdjustmentForm(forms.Form):
@@ -337,7 +371,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Purchase)
-class PurchaseAdmin(ReadOnlyAdmin):
+class PurchaseAdmin(OrgIdSearch, ReadOnlyAdmin):
     list_display = (
         "id",
         "org",
@@ -349,7 +383,28 @@ class PurchaseAdmin(ReadOnlyAdmin):
         "refund_link",
     )
     list_filter = ("status",)
-    readonly_fields = ("refund_link",)
+    search_fields = ("org__name",)
+    list_select_related = ("org",)
+    readonly_fields = ("refund_link", "receipt_link", "refunds_link")
+
+    @admin.display(description="receipt")
+    def receipt_link(self, obj: Purchase) -> str:
+        """The purchase's receipt (an invoice of kind purchase), once it is paid."""
+        receipt = Invoice.objects.filter(org_id=obj.org_id, purchase_id=obj.pk).first()
+        return change_link(receipt, receipt.number if receipt else "", "receipt-link")
+
+    @admin.display(description="refunds")
+    def refunds_link(self, obj: Purchase) -> str:
+        """The refunds made of this purchase, each with its credit note, in their own list."""
+        count = Refund.objects.filter(org_id=obj.org_id, purchase_id=obj.pk).count()
+        if not count:
+            return "none"
+        return changelist_link(
+            Refund,
+            f"purchase__id__exact={obj.pk}",
+            f"{count} refund{'s' if count > 1 else ''}",
+            "purchase-refunds",
+        )
 
     @admin.display(description="refund")
     def refund_link(self, obj: Purchase) -> str:
@@ -476,7 +531,128 @@ class InvoiceAdmin(ReadOnlyAdmin):
     list_filter = ("kind", "tax_treatment")
     search_fields = ("number", "org__name", "credits_invoice__number")
     list_select_related = ("org", "credits_invoice")
+    readonly_fields = ("credit_notes_link", "refunds_link")
     inlines = [InvoiceLineInline, InvoiceTaxLineInline]
+
+    @admin.display(description="credit notes")
+    def credit_notes_link(self, obj: Invoice) -> str:
+        """The credit notes issued against this invoice (none on a credit note itself)."""
+        if obj.kind == Invoice.Kind.CREDIT_NOTE:
+            return "-"
+        count = Invoice.objects.filter(org_id=obj.org_id, credits_invoice_id=obj.pk).count()
+        if not count:
+            return "none"
+        return changelist_link(
+            CreditNote,
+            f"credits_invoice__id__exact={obj.pk}",
+            f"{count} credit note{'s' if count > 1 else ''}",
+            "invoice-credit-notes",
+        )
+
+    @admin.display(description="refunds")
+    def refunds_link(self, obj: Invoice) -> str:
+        """Money given back: a credit note's own refund, or a receipt's purchase's refunds."""
+        if obj.kind == Invoice.Kind.CREDIT_NOTE:
+            refund = Refund.objects.filter(org_id=obj.org_id, credit_note_id=obj.pk).first()
+            return change_link(refund, f"refund {refund.pk}" if refund else "", "invoice-refund")
+        if obj.purchase_id is None:
+            return "-"
+        count = Refund.objects.filter(org_id=obj.org_id, purchase_id=obj.purchase_id).count()
+        if not count:
+            return "none"
+        return changelist_link(
+            Refund,
+            f"purchase__id__exact={obj.purchase_id}",
+            f"{count} refund{'s' if count > 1 else ''}",
+            "invoice-refunds",
+        )
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(OrgIdSearch, ReadOnlyAdmin):
+    """Credit notes on their own: the invoices of kind credit_note, each with the invoice it
+    credits and the refund that gave the money back (a credit note for a disputed overage
+    line has none). Read-only: they are issued by the refund form on a purchase and by the
+    API (``POST .../credit-note``), through billing/refunds.py."""
+
+    list_display = (
+        "number",
+        "org",
+        "credited_invoice",
+        "refund",
+        "total_cents",
+        "tax_cents",
+        "issued_at",
+    )
+    search_fields = ("number", "org__name", "credits_invoice__number")
+    search_help_text = "a credit note's number, the credited invoice's number, an org's name or id"
+    list_select_related = ("org", "credits_invoice")
+    readonly_fields = ("credited_invoice", "refund")
+    inlines = [InvoiceLineInline, InvoiceTaxLineInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).filter(kind=Invoice.Kind.CREDIT_NOTE)
+
+    @admin.display(description="credits invoice", ordering="credits_invoice__number")
+    def credited_invoice(self, obj: CreditNote) -> str:
+        credited = obj.credits_invoice
+        return change_link(credited, credited.number if credited else "", "credited-invoice")
+
+    @admin.display(description="refund")
+    def refund(self, obj: CreditNote) -> str:
+        refund = Refund.objects.filter(org_id=obj.org_id, credit_note_id=obj.pk).first()
+        return change_link(refund, f"refund {refund.pk}" if refund else "", "credit-note-refund")
+
+
+@admin.register(Refund)
+class RefundAdmin(OrgIdSearch, ReadOnlyAdmin):
+    """Money given back, one row per refund, with its purchase and credit note. Read-only:
+    a refund is made with the refund form of a paid purchase (or the API), through
+    ``refunds.refund_purchase``, which takes the credits back and issues the credit note in
+    the same transaction; a pending one is finished by the worker."""
+
+    list_display = (
+        "id",
+        "org",
+        "purchase_link",
+        "credit_note_link",
+        "credits",
+        "amount_cents",
+        "currency",
+        "status",
+        "provider",
+        "actor",
+        "created_at",
+        "done_at",
+    )
+    list_filter = ("status", "provider")
+    search_fields = ("org__name", "credit_note__number", "reason", "actor")
+    search_help_text = "a credit note's number, an org's name or id, a purchase's id, the reason"
+    list_select_related = ("org", "purchase", "credit_note")
+    readonly_fields = ("purchase_link", "credit_note_link")
+    exclude = ("idempotency_key",)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: Any, search_term: str
+    ) -> tuple[Any, bool]:
+        purchase_pk = ids.decode("purchase", search_term.strip())
+        if purchase_pk is not None:
+            return queryset.filter(purchase_id=purchase_pk), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="purchase", ordering="purchase")
+    def purchase_link(self, obj: Refund) -> str:
+        purchase = obj.purchase
+        return change_link(
+            purchase, ids.encode("purchase", obj.purchase_id) or "", "refund-purchase"
+        )
+
+    @admin.display(description="credit note", ordering="credit_note__number")
+    def credit_note_link(self, obj: Refund) -> str:
+        """To the credit note's own page (its lines, the invoice it credits)."""
+        note = obj.credit_note
+        url = reverse("admin:billing_creditnote_change", args=[note.pk])
+        return format_html('<a href="{}" data-testid="refund-credit-note">{}</a>', url, note.number)
 
 
 class TaxRateEntryInline(_TabularInline):

@@ -73,6 +73,8 @@ PAGES: Final[dict[str, frozenset[str]]] = {
     "web:audit": _ADMINS,  # the org's own audit trail
     "web:audit_csv": _ADMINS,
     "web:sso_settings": _ADMINS,
+    "web:profile": _MEMBERS,  # everyone's own account: name, email, role, org
+    "web:password": _MEMBERS,
 }
 
 # --- API operations: "METHOD /path" -> roles (operator and the keys' roles) ------------------

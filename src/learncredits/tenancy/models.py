@@ -114,6 +114,8 @@ class ApiKey(models.Model):
     departments = models.ManyToManyField(Department, blank=True, related_name="manager_api_keys")
 
     class Meta:
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
         constraints = [
             models.UniqueConstraint(fields=["org", "prefix"], name="apikey_prefix_unique_per_org"),
             models.CheckConstraint(
@@ -138,6 +140,10 @@ class ApiKeyPrefix(models.Model):
     org = models.ForeignKey(
         Organization, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
+
+    class Meta:
+        verbose_name = "API key prefix"
+        verbose_name_plural = "API key prefixes"
 
 
 class Membership(models.Model):
@@ -191,6 +197,10 @@ class SsoConfig(models.Model):
     created_at = models.DateTimeField(default=dj_timezone.now)
     updated_at = models.DateTimeField(default=dj_timezone.now)
 
+    class Meta:
+        verbose_name = "single sign-on configuration"
+        verbose_name_plural = "single sign-on configurations"
+
     def __str__(self) -> str:
         return f"SSO of org {self.org_id} via {self.issuer}"
 
@@ -210,6 +220,10 @@ class SsoDomain(models.Model):
         db_constraint=False,
         related_name="sso_domains",
     )
+
+    class Meta:
+        verbose_name = "single sign-on domain"
+        verbose_name_plural = "single sign-on domains"
 
     def __str__(self) -> str:
         return self.domain
@@ -234,6 +248,8 @@ class SignInThrottle(models.Model):
     last_attempt_at = models.DateTimeField(default=dj_timezone.now)
 
     class Meta:
+        verbose_name = "sign-in throttle"
+        verbose_name_plural = "sign-in throttles"
         constraints = [
             models.UniqueConstraint(fields=["kind", "value"], name="signin_throttle_unique_key"),
             models.CheckConstraint(
@@ -261,6 +277,8 @@ class ScimToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "SCIM token"
+        verbose_name_plural = "SCIM tokens"
         # The token carries its org's id, so the lookup is by (org, prefix): a rule a table
         # distributed by org can enforce, with no table of prefixes across orgs.
         constraints = [
@@ -291,3 +309,7 @@ class ScimProfile(models.Model):
     created_at = models.DateTimeField(default=dj_timezone.now)
     updated_at = models.DateTimeField(default=dj_timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "SCIM profile"
+        verbose_name_plural = "SCIM profiles"

@@ -4,7 +4,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from learncredits.web import payment_views, sso_views, views
+from learncredits.web import account_views, payment_views, sso_views, views
 
 app_name = "web"
 
@@ -69,6 +69,8 @@ urlpatterns = [
     path("settings/audit", views.audit_trail, name="audit"),
     path("settings/audit.csv", views.audit_csv, name="audit_csv"),
     path("settings/payment", payment_views.payment_method, name="payment_method"),
+    path("settings/profile", account_views.profile_page, name="profile"),
+    path("settings/password", account_views.password_page, name="password"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
     path(
