@@ -12,6 +12,7 @@ import io
 import uuid
 import zoneinfo
 from collections.abc import Callable
+from datetime import date
 from functools import wraps
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -819,8 +820,9 @@ def _billing_page(
     tz = ZoneInfo(org.timezone)
     today = timezone.now().astimezone(tz).date()
     first = today.replace(day=1)
+    # Twelve months, this one included (in December: January to December).
     start = (
-        first.replace(year=first.year - 1)
+        first.replace(month=1)
         if first.month == 12
         else first.replace(year=first.year - 1, month=first.month + 1)
     )
@@ -875,8 +877,13 @@ def _billing_page(
 
 
 def _chart(usage: list[reports.UsagePoint]) -> dict[str, Any]:
-    """Bar geometry for the usage chart (SVG drawn by the template; no script needed)."""
+    """Bar geometry for the usage chart (SVG drawn by the template; no script needed).
+
+    One 30-unit column a month: three bars on a 100-unit scale, and the month's short name
+    under them. The SVG keeps its aspect ratio when scaled (no stretched text); 360 units for
+    a year is about a phone's width, so the 12-unit labels stay legible there."""
     peak = max([max(p.consumed_credits, p.overage_credits, p.credits) for p in usage] + [1])
+    base = 106
     bars = []
     for index, point in enumerate(usage):
         heights = [
@@ -888,18 +895,26 @@ def _chart(usage: list[reports.UsagePoint]) -> dict[str, Any]:
             {
                 "point": point,
                 "label": point.date[:7],
+                "month": date.fromisoformat(point.date[:10]).strftime("%b"),
                 "x": x,
                 "x2": x + 9,
                 "x3": x + 18,
+                "middle": x + 13,
                 "consumed": heights[0],
                 "overage": heights[1],
                 "held": heights[2],
-                "consumed_y": 105 - heights[0],
-                "overage_y": 105 - heights[1],
-                "held_y": 105 - heights[2],
+                "consumed_y": base - heights[0],
+                "overage_y": base - heights[1],
+                "held_y": base - heights[2],
             }
         )
-    return {"bars": bars, "width": max(30 * len(usage), 30)}
+    return {
+        "bars": bars,
+        "width": max(30 * len(usage), 30),
+        "height": base + 24,
+        "base": base,
+        "label_y": base + 17,
+    }
 
 
 # The zone names a browser offers while typing (IANA names; the service checks the value).

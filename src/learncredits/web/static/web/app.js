@@ -17,3 +17,15 @@ document.addEventListener("change", (event) => {
     document.querySelectorAll("input.js-employee").forEach((box) => { box.checked = target.checked; });
   }
 });
+// A table wider than its frame scrolls inside the frame (app.css, .table-frame): such a frame
+// is made focusable, so a keyboard user can reach it and scroll it with the arrow keys; a
+// frame that does not scroll stays out of the tab order.
+function markScrollingFrames() {
+  document.querySelectorAll(".table-frame").forEach((frame) => {
+    if (frame.scrollWidth > frame.clientWidth + 1) frame.setAttribute("tabindex", "0");
+    else frame.removeAttribute("tabindex");
+  });
+}
+markScrollingFrames();
+window.addEventListener("resize", markScrollingFrames);
+document.addEventListener("htmx:afterSettle", markScrollingFrames);
