@@ -147,6 +147,8 @@ CHECKS: list[Check] = [
     Check("audit", "web:audit", "admin", "/settings/audit"),
     Check("sso-settings", "web:sso_settings", "admin", "/settings/sso"),
     Check("learn", "web:learn", "learner", "/learn"),
+    Check("profile", "web:profile", "learner", "/settings/profile"),
+    Check("password", "web:password", "learner", "/settings/password"),
     Check("not-found", None, "admin", "/no-such-page", status=404),
     Check("forbidden", None, "billing", "/assign", status=403),
 ]
