@@ -96,6 +96,10 @@ API_LAYER_CODES = [
 
 # When each domain error is raised, in words (the classes say it in code).
 DOMAIN_CODE_MEANING = {
+    "InvalidRecipients": (
+        "a refused choice of alert recipients: an address that is not one, more than 10"
+        " addresses, someone who is not an owner or admin of the org, or no one at all"
+    ),
     "Unauthenticated": "no token, or one that is unknown or revoked",
     "PaymentFailed": "the payment provider declined the charge; no credits were added",
     "Forbidden": "an org key on an endpoint its role may not use",

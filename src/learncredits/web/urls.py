@@ -70,6 +70,7 @@ urlpatterns = [
     path("settings/audit.csv", views.audit_csv, name="audit_csv"),
     path("settings/payment", payment_views.payment_method, name="payment_method"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
+    path("settings/billing/alert-recipients", views.alert_recipients, name="alert_recipients"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
     path(
         "settings/billing/invoices/<int:invoice_id>.pdf", views.invoice_download, name="invoice_pdf"
