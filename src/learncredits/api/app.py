@@ -174,7 +174,7 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> Organizati
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
     chosen = changes.get("alert_recipients")
     if chosen is not None:
-        changes["alert_recipients"] = {**chosen, "user_ids": _user_pks(chosen["user_ids"])}
+        changes["alert_recipients"] = {**chosen, "user_ids": _user_pks(chosen.get("user_ids", []))}
     return accounts.update_org_settings(org, changes, actor=caller(request).label)
 
 
