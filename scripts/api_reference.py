@@ -237,7 +237,12 @@ SUMMARIES = {
     "PATCH /orgs/{org_id}": (
         "Change an organization's name, billing email, time zone, alert threshold, tax "
         "profile or `release_unstarted_after_days` (null: never release); a new threshold "
-        "re-evaluates the at-risk state at once."
+        "re-evaluates the at-risk state at once. The threshold is `alert_threshold` credits, "
+        "or `alert_threshold_percent` (1 to 99) percent of the credits held; setting "
+        "`alert_threshold` alone goes back to credits, a null percentage too. "
+        "`alert_recipients` chooses who receives the alert emails (`billing_email`, "
+        "`user_ids` of the org's owners and admins, up to 10 `emails`; null: the billing "
+        "email and every owner and admin); a refused choice is 422 `invalid_recipients`."
     ),
     "GET /orgs/{org_id}": "One organization.",
     "POST /orgs/{org_id}/api-keys": (
