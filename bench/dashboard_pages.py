@@ -358,7 +358,7 @@ def write_org(n_employees: int, n_entries: int) -> tuple[dict[str, Any], Any]:
         Purchase,
     )
     from learncredits.domain import pricing
-    from learncredits.domain.balance import Counters, is_at_risk
+    from learncredits.domain.balance import AlertThreshold, Counters, is_at_risk
     from learncredits.domain.money import format_cents
     from learncredits.domain.periods import period_bounds, period_of
     from learncredits.tenancy.models import Employee, Membership, Organization
@@ -636,7 +636,7 @@ def write_org(n_employees: int, n_entries: int) -> tuple[dict[str, Any], Any]:
     writer.write(LedgerEntry, ledger_columns, entries)
     writer.write(LotDraw, ["id", "org_id", "entry_id", "lot_id", "quantity"], draws)
     counters = Counters(credits=credits, assigned=assigned)
-    at_risk = is_at_risk(counters, threshold)
+    at_risk = is_at_risk(counters, AlertThreshold(threshold))
     writer.write(
         Balance,
         ["org_id", "credits", "assigned", "at_risk"],

@@ -96,6 +96,10 @@ API_LAYER_CODES = [
 
 # When each domain error is raised, in words (the classes say it in code).
 DOMAIN_CODE_MEANING = {
+    "InvalidRecipients": (
+        "a refused choice of alert recipients: an address that is not one, more than 10"
+        " addresses, someone who is not an owner or admin of the org, or no one at all"
+    ),
     "Unauthenticated": "no token, or one that is unknown or revoked",
     "PaymentFailed": "the payment provider declined the charge; no credits were added",
     "Forbidden": "an org key on an endpoint its role may not use",
@@ -235,7 +239,12 @@ SUMMARIES = {
     "PATCH /orgs/{org_id}": (
         "Change an organization's name, billing email, time zone, alert threshold, tax "
         "profile or `release_unstarted_after_days` (null: never release); a new threshold "
-        "re-evaluates the at-risk state at once."
+        "re-evaluates the at-risk state at once. The threshold is `alert_threshold` credits, "
+        "or `alert_threshold_percent` (1 to 99) percent of the credits held; setting "
+        "`alert_threshold` alone goes back to credits, a null percentage too. "
+        "`alert_recipients` chooses who receives the alert emails (`billing_email`, "
+        "`user_ids` of the org's owners and admins, up to 10 `emails`; null: the billing "
+        "email and every owner and admin); a refused choice is 422 `invalid_recipients`."
     ),
     "GET /orgs/{org_id}": "One organization.",
     "POST /orgs/{org_id}/api-keys": (

@@ -60,6 +60,9 @@ DECLARE
     v_assigned bigint;
     v_at_risk boolean;       -- the flag as the balance row holds it (its last write)
     v_threshold integer;
+    v_percent integer;       -- the threshold as a percentage of the credits held, or null
+    v_line bigint;           -- the threshold in credits (domain/balance.AlertThreshold.line)
+    v_risk_data jsonb;
     v_timezone text;
     v_from_balance bigint;
     v_overage bigint;
@@ -77,8 +80,10 @@ BEGIN
     -- (decision 0001, credits/locking.py): starts of one org run one at a time, and no two
     -- actions can wait on each other in opposite orders. The org's alert threshold, time
     -- zone and auto top-up trigger come with it (the Python path has the org loaded).
-    SELECT b.credits, b.assigned, b.at_risk, o.alert_threshold, o.timezone, o.auto_top_up_below
-      INTO v_credits, v_assigned, v_at_risk, v_threshold, v_timezone, r_auto_top_up_below
+    SELECT b.credits, b.assigned, b.at_risk, o.alert_threshold, o.alert_threshold_percent,
+           o.timezone, o.auto_top_up_below
+      INTO v_credits, v_assigned, v_at_risk, v_threshold, v_percent, v_timezone,
+           r_auto_top_up_below
       FROM credits_balance b
       JOIN tenancy_organization o ON o.id = b.org_id
      WHERE b.org_id = p_org_id
@@ -210,8 +215,13 @@ BEGIN
     -- zone, domain/periods.period_of) also opens the period's overage alert, once.
     IF v_overage > 0 THEN
         v_period := to_char(p_now AT TIME ZONE v_timezone, 'YYYY-MM');
-        INSERT INTO notify_alert (org_id, kind, period, active, created_at, resolved_at)
-        SELECT p_org_id, 'overage', v_period, true, p_now, NULL
+        INSERT INTO notify_alert (org_id, kind, period, active, created_at, resolved_at, data)
+        SELECT p_org_id, 'overage', v_period, true, p_now, NULL,
+               jsonb_build_object(
+                   'assignment_id', 'asg_' || r_id,
+                   'overage_credits', v_overage,
+                   'retail_unit_price_cents', v_retail,
+                   'amount_cents', v_overage * v_retail)
          WHERE NOT EXISTS (
             SELECT 1 FROM notify_alert x
              WHERE x.org_id = p_org_id AND x.kind = 'overage' AND x.period = v_period);
@@ -233,27 +243,34 @@ BEGIN
     -- (credits - assigned) has reached the org's alert threshold. The balance row keeps
     -- the flag; only a change that crosses the line opens the at-risk alert and emits
     -- `balance.at_risk`, or resolves it and emits `balance.recovered`
-    -- (actions._write_balance, credits/alerts.at_risk_changed).
-    v_now_at_risk := v_assigned > 0 AND v_credits - v_assigned <= v_threshold;
+    -- (actions._write_balance, credits/alerts.at_risk_changed). The threshold is a number
+    -- of credits, or a percentage of the credits held, rounded down.
+    v_line := CASE WHEN v_percent IS NULL THEN v_threshold
+                   ELSE (v_percent * greatest(v_credits, 0)) / 100 END;
+    v_now_at_risk := v_assigned > 0 AND v_credits - v_assigned <= v_line;
     UPDATE credits_balance b
        SET credits = v_credits, assigned = v_assigned, at_risk = v_now_at_risk
      WHERE b.org_id = p_org_id;
     IF v_now_at_risk <> v_at_risk THEN
+        v_risk_data := jsonb_build_object(
+                    'credits', v_credits,
+                    'assigned', v_assigned,
+                    'available', v_credits - v_assigned,
+                    'alert_threshold', v_line)
+            || CASE WHEN v_percent IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('alert_threshold_percent', v_percent) END;
         IF v_now_at_risk THEN
-            INSERT INTO notify_alert (org_id, kind, period, active, created_at, resolved_at)
-            VALUES (p_org_id, 'at_risk', '', true, p_now, NULL);
+            INSERT INTO notify_alert (org_id, kind, period, active, created_at, resolved_at, data)
+            VALUES (p_org_id, 'at_risk', '', true, p_now, NULL, v_risk_data);
         ELSE
-            UPDATE notify_alert x SET active = false, resolved_at = p_now
+            UPDATE notify_alert x
+               SET active = false, resolved_at = p_now, resolved_data = v_risk_data
              WHERE x.org_id = p_org_id AND x.kind = 'at_risk' AND x.active;
         END IF;
         INSERT INTO notify_event (org_id, type, data, created_at, dispatched_at)
         VALUES (p_org_id,
                 CASE WHEN v_now_at_risk THEN 'balance.at_risk' ELSE 'balance.recovered' END,
-                jsonb_build_object(
-                    'credits', v_credits,
-                    'assigned', v_assigned,
-                    'available', v_credits - v_assigned,
-                    'alert_threshold', v_threshold),
+                v_risk_data,
                 p_now, NULL);
     END IF;
 

@@ -223,10 +223,19 @@ def org_rows(org_id: int) -> dict[str, Any]:
             Employee.objects.filter(org_id=org_id).order_by("id").values_list("active", flat=True)
         ),
         "alerts": [
-            (kind, period, active, resolved is None)
-            for kind, period, active, resolved in Alert.objects.filter(org_id=org_id)
+            (
+                kind,
+                period,
+                active,
+                resolved is None,
+                _normal(data, asg, emp),
+                _normal(resolved_data, asg, emp),
+            )
+            for kind, period, active, resolved, data, resolved_data in Alert.objects.filter(
+                org_id=org_id
+            )
             .order_by("id")
-            .values_list("kind", "period", "active", "resolved_at")
+            .values_list("kind", "period", "active", "resolved_at", "data", "resolved_data")
         ],
         "events": [
             (t, _normal(data, asg, emp), dispatched is None)

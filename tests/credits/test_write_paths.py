@@ -30,7 +30,12 @@ from learncredits.billing.tasks import WORKER_ACTOR, billing_tick
 from learncredits.catalog.models import Content
 from learncredits.credits import accounts, actions, events, queries
 from learncredits.credits.models import Balance, Event
-from learncredits.domain.balance import Counters, assign_outlook, credits_to_leave_risk
+from learncredits.domain.balance import (
+    AlertThreshold,
+    Counters,
+    assign_outlook,
+    credits_to_leave_risk,
+)
 from learncredits.ops.management.commands.close_period import CLI_ACTOR
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.models import Employee, Organization
@@ -162,8 +167,8 @@ def test_reevaluating_an_unchanged_answer_writes_nothing(org, make_content):
     ("available", "threshold", "needed"), [(1, 1, 1), (-3, 0, 4), (5, 1, 0), (2, 2, 1)]
 )
 def test_credits_to_leave_risk(available, threshold, needed):
-    assert credits_to_leave_risk(available, threshold) == needed
     counters = Counters(credits=available + 1, assigned=1)
+    assert credits_to_leave_risk(counters, AlertThreshold(threshold)) == needed
     if needed:  # buying that many is exactly enough
         assert not _at_risk_after(counters, needed, threshold)
         assert _at_risk_after(counters, needed - 1, threshold)
@@ -172,7 +177,8 @@ def test_credits_to_leave_risk(available, threshold, needed):
 def _at_risk_after(counters: Counters, bought: int, threshold: int) -> bool:
     from learncredits.domain.balance import is_at_risk
 
-    return is_at_risk(Counters(counters.credits + bought, counters.assigned), threshold)
+    line = AlertThreshold(threshold)
+    return is_at_risk(Counters(counters.credits + bought, counters.assigned), line)
 
 
 def test_the_assign_preview_says_what_assigning_then_does(org, make_content):

@@ -11,7 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from learncredits import ids
-from learncredits.domain.balance import Counters, StartSplit, is_at_risk, split_start
+from learncredits.domain.balance import (
+    AlertThreshold,
+    Counters,
+    StartSplit,
+    is_at_risk,
+    split_start,
+)
 from learncredits.domain.errors import InvalidState, ValidationFailed
 from learncredits.domain.lifecycle import OPEN_STATUSES, Action, Outcome, Status, decide
 from learncredits.domain.lots import Draw, draw_fifo
@@ -127,7 +133,7 @@ def test_counters_available_can_be_negative():
     ],
 )
 def test_is_at_risk(credits, assigned, threshold, at_risk):
-    assert is_at_risk(Counters(credits, assigned), threshold) is at_risk
+    assert is_at_risk(Counters(credits, assigned), AlertThreshold(threshold)) is at_risk
 
 
 # --- lots -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from django.test import Client
 
 from learncredits.billing.models import Invoice
 from learncredits.credits.models import Purchase
-from learncredits.domain.balance import credits_to_leave_risk
+from learncredits.domain.balance import AlertThreshold, Counters, credits_to_leave_risk
 from learncredits.tenancy.models import Organization
 from tests.conftest import OrgHandle, ok
 
@@ -69,7 +69,9 @@ def test_the_banner_appears_only_while_at_risk_and_offers_the_quantity_that_clea
     assert balance["at_risk"] is True
     html = admin.get("/").content.decode()
     assert "alert-banner" in hooks(html)
-    needed = credits_to_leave_risk(balance["available"], 0)
+    needed = credits_to_leave_risk(
+        Counters(balance["credits"], balance["assigned"]), AlertThreshold()
+    )
     assert f'href="/buy?quantity={needed}"' in html
     assert f"{balance['assigned']} credits are reserved" in html
     bought = admin.post("/buy", {"quantity": str(needed), "purchase_key": uuid.uuid4().hex})

@@ -160,12 +160,21 @@ def patch_org(request: HttpRequest, org_id: str, body: s.OrgPatch) -> Organizati
     require_operator(request)
     org = org_for(request, org_id)
     changes = body.model_dump(exclude_unset=True)
-    # A null tax removes the profile and a null release_unstarted_after_days turns aging
-    # off; no other setting can be removed.
-    removable = ("tax", "release_unstarted_after_days")
+    # A null tax removes the profile, a null release_unstarted_after_days turns aging
+    # off, a null alert_threshold_percent goes back to credits and null alert_recipients
+    # back to the defaults; no other setting can be removed.
+    removable = (
+        "tax",
+        "release_unstarted_after_days",
+        "alert_threshold_percent",
+        "alert_recipients",
+    )
     nulls = [field for field, value in changes.items() if value is None and field not in removable]
     if nulls:
         raise ValidationFailed(f"{', '.join(nulls)} must not be null")
+    chosen = changes.get("alert_recipients")
+    if chosen is not None:
+        changes["alert_recipients"] = {**chosen, "user_ids": _user_pks(chosen.get("user_ids", []))}
     return accounts.update_org_settings(org, changes, actor=caller(request).label)
 
 
@@ -181,6 +190,14 @@ def create_api_key(request: HttpRequest, org_id: str, body: s.ApiKeyIn) -> Statu
         department_ids=_department_pks(body.department_ids),
     )
     return Status(201, created)
+
+
+def _user_pks(values: list[str]) -> list[int]:
+    """User ids from a body; one that names no user: 404, as for any id."""
+    decoded = [ids.decode("user", value) for value in values]
+    if None in decoded:
+        raise NotFound("user not found")
+    return [pk for pk in decoded if pk is not None]
 
 
 def _department_pks(values: list[str] | None) -> list[int]:

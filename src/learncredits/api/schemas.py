@@ -76,11 +76,30 @@ class TaxProfileIn(StrictIn):
     exempt: StrictBool = False
 
 
+class AlertRecipientsIn(StrictIn):
+    """Who receives the org's alert emails: the billing email or not, owners and admins of
+    the org by user id (``usr_N``), and other addresses. The service's rule
+    (tenancy/recipients.py) checks them: at most 10 addresses, each a valid one (repeats
+    dropped), only the org's owners and admins, at least one recipient."""
+
+    billing_email: StrictBool = False
+    user_ids: Annotated[list[PublicId], Field(max_length=100)] = []
+    emails: Annotated[list[Annotated[StrictStr, Field(max_length=254)]], Field(max_length=100)] = []
+
+
 class OrgPatch(StrictIn):
     name: Name | None = None
     billing_email: Email | None = None
     timezone: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    # A number of credits; setting it alone switches a percentage threshold back to credits.
     alert_threshold: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] | None = None
+    # A percentage of the credits held (1 to 99, the service's bound, shown here for the
+    # docs); null: the threshold is ``alert_threshold`` credits.
+    alert_threshold_percent: (
+        Annotated[StrictInt, Field(json_schema_extra={"minimum": 1, "maximum": 99})] | None
+    ) = None
+    # Who receives the alert emails; null: the defaults (billing email, owners and admins).
+    alert_recipients: AlertRecipientsIn | None = None
     # The tax profile as a whole; null removes it (no tax is charged without one).
     tax: TaxProfileIn | None = None
     # Days after which assignments nobody started are released; null: never. The bounds are
@@ -277,12 +296,27 @@ class TaxProfileOut(Schema):
     exempt: bool
 
 
+class AlertRecipientsOut(Schema):
+    billing_email: bool
+    user_ids: list[str]
+    emails: list[str]
+
+    @staticmethod
+    def resolve_user_ids(chosen: dict[str, Any]) -> list[str]:
+        return [str(ids.encode("user", pk)) for pk in chosen.get("user_ids") or ()]
+
+
 class OrgOut(Schema):
     id: OrgId
     name: str
     billing_email: str
     timezone: str
     alert_threshold: int
+    # Set: the threshold is this percentage of the credits held (alert_threshold is then
+    # kept for when the org goes back to credits); null: alert_threshold credits.
+    alert_threshold_percent: int | None
+    # null: nobody chose, the alert emails go to the billing email and every owner and admin.
+    alert_recipients: AlertRecipientsOut | None
     # null: no tax profile, and no tax charged.
     tax: TaxProfileOut | None
     # Assignments nobody started this many days after they were made are released (the

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from django.db import transaction
 
-from learncredits.audit import trail as audit
 from learncredits.credits.actions import reevaluate_at_risk
 from learncredits.credits.locking import lock_balance
 from learncredits.credits.models import Balance
@@ -50,25 +49,14 @@ def update_org_settings(
     an at-risk flag (and alert) that still follows the old one. The balance row is locked
     before the org row is written, the order every balance write takes, so this cannot
     deadlock with them."""
-    cleaned = tenancy.clean_org_settings(changes)
+    cleaned = tenancy.clean_org_settings(changes, org)
     if not cleaned:
         return org
-    before = {field: getattr(org, field) for field in cleaned}
-    threshold_changed = "alert_threshold" in cleaned
+    threshold_changed = bool({"alert_threshold", "alert_threshold_percent"} & set(cleaned))
     with transaction.atomic():
         if threshold_changed:
             lock_balance(org.pk)
-        for field, value in cleaned.items():
-            setattr(org, field, value)
-        org.save(update_fields=list(cleaned))
-        audit.record(
-            actor,
-            "org.update",
-            org_id=org.pk,
-            target=f"org_{org.pk}",
-            before=before,
-            after=cleaned,
-        )
+        tenancy.save_org_settings(org, cleaned, actor=actor)
         if threshold_changed:
             reevaluate_at_risk(org)
     return org

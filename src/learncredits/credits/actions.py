@@ -100,7 +100,7 @@ def _write_balance(
     batch = batch or store.Batch()
     if locked.entries:
         counters = Counters(locked.credits, locked.assigned)
-        at_risk = is_at_risk(counters, org.alert_threshold)
+        at_risk = is_at_risk(counters, org.alert_line())
         store.update_balance_in(
             batch, locked.org_id, credits=locked.credits, assigned=locked.assigned, at_risk=at_risk
         )
@@ -108,7 +108,7 @@ def _write_balance(
     if not locked.entries:
         return
     if at_risk != locked.at_risk:
-        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
+        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_line())
         locked.at_risk = at_risk
     alerts.auto_top_up_check(org, locked.available_before, counters)
 
@@ -121,11 +121,11 @@ def reevaluate_at_risk(org: Organization) -> None:
     with transaction.atomic():
         locked = lock_balance(org.pk)
         counters = Counters(locked.credits, locked.assigned)
-        at_risk = is_at_risk(counters, org.alert_threshold)
+        at_risk = is_at_risk(counters, org.alert_line())
         if at_risk == locked.at_risk:
             return
         Balance.objects.filter(org_id=org.pk).update(at_risk=at_risk)
-        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_threshold)
+        alerts.at_risk_changed(org.pk, counters, at_risk, org.alert_line())
 
 
 def _draw_lots(

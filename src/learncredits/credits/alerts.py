@@ -16,24 +16,31 @@ from django.utils import timezone
 
 from learncredits.credits.events import emit
 from learncredits.credits.models import Alert
-from learncredits.domain.balance import Counters, falls_below_trigger
+from learncredits.domain.balance import AlertThreshold, Counters, falls_below_trigger
 from learncredits.tenancy.models import Organization
 
 
-def at_risk_changed(org_id: int, counters: Counters, at_risk: bool, threshold: int) -> None:
-    """The org just crossed the at-risk line (in either direction)."""
-    data = {
+def at_risk_changed(
+    org_id: int, counters: Counters, at_risk: bool, threshold: AlertThreshold
+) -> None:
+    """The org just crossed the at-risk line (in either direction). The alert row keeps
+    the numbers of the crossing (the history on Settings > Billing says why from them), and
+    the event carries them too; ``alert_threshold`` is the line in credits at that moment,
+    with ``alert_threshold_percent`` when the line is a percentage of the credits held."""
+    data: dict[str, object] = {
         "credits": counters.credits,
         "assigned": counters.assigned,
         "available": counters.available,
-        "alert_threshold": threshold,
+        "alert_threshold": threshold.line(counters.credits),
     }
+    if threshold.percent is not None:
+        data["alert_threshold_percent"] = threshold.percent
     if at_risk:
-        Alert.objects.create(org_id=org_id, kind=Alert.Kind.AT_RISK)
+        Alert.objects.create(org_id=org_id, kind=Alert.Kind.AT_RISK, data=data)
         emit(org_id, "balance.at_risk", data)
     else:
         Alert.objects.filter(org_id=org_id, kind=Alert.Kind.AT_RISK, active=True).update(
-            active=False, resolved_at=timezone.now()
+            active=False, resolved_at=timezone.now(), resolved_data=data
         )
         emit(org_id, "balance.recovered", data)
 
@@ -45,7 +52,9 @@ def overage_incurred(org_id: int, period: str, data: dict[str, object]) -> None:
     if not Alert.objects.filter(org_id=org_id, kind=Alert.Kind.OVERAGE, period=period).exists():
         try:
             with transaction.atomic():
-                Alert.objects.create(org_id=org_id, kind=Alert.Kind.OVERAGE, period=period)
+                Alert.objects.create(
+                    org_id=org_id, kind=Alert.Kind.OVERAGE, period=period, data=dict(data)
+                )
             first = True
         except IntegrityError:  # pragma: no cover - the balance lock serializes this
             first = False

@@ -289,6 +289,12 @@ class Alert(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # What the numbers were when it opened and when it resolved (credits, assigned,
+    # available and the threshold in credits for at_risk; the first overage for overage),
+    # written by credits/alerts.py in the transaction that crossed the line, so the history
+    # says why without replaying the ledger. Empty for alerts opened before they were kept.
+    data = models.JSONField(default=dict, blank=True)
+    resolved_data = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "notify_alert"
@@ -307,6 +313,16 @@ class Alert(models.Model):
         ]
 
 
+# Events that are one-off notices to the org (each emailed), listed with its alerts on
+# Settings > Billing (credits/alert_history.py); a partial index finds an org's newest.
+NOTICE_EVENT_TYPES = (
+    "assignment.release_warning",
+    "invoice.payment_failed",
+    "auto_top_up.failed",
+    "webhook.endpoint_disabled",
+)
+
+
 class Event(models.Model):
     """The transactional outbox (credits/events.py): something that happened to an org, for
     email, webhooks and the worker's own reactions. Written in the causing transaction;
@@ -323,6 +339,11 @@ class Event(models.Model):
         indexes = [
             models.Index(
                 fields=["id"], name="event_undispatched", condition=Q(dispatched_at__isnull=True)
+            ),
+            models.Index(
+                fields=["org", "-id"],
+                name="event_notice_org",
+                condition=Q(type__in=NOTICE_EVENT_TYPES),
             ),
         ]
 

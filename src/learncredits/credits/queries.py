@@ -42,7 +42,7 @@ def balance_view(org: Organization) -> BalanceView:
         credits=counters.credits,
         assigned=counters.assigned,
         available=counters.available,
-        at_risk=is_at_risk(counters, org.alert_threshold),
+        at_risk=is_at_risk(counters, org.alert_line()),
         period=period,
         overage_credits_this_period=row.overage_credits,
     )

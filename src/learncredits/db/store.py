@@ -21,6 +21,7 @@ invoices, their lines) name billing's models, and credits must not import billin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Field, Model
+from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.transaction import TransactionManagementError
 from django.utils.dateparse import parse_datetime
@@ -870,12 +871,19 @@ def active_api_key(prefix: str, using: str = DEFAULT_DB_ALIAS) -> ApiKeyRow | No
     row = rows[0]
     org = loaded(
         Organization,
-        {
-            f.attname: _aware(value) if f.attname == "created_at" else value
-            for f, value in zip(_ORG_FIELDS, row[4:], strict=True)
-        },
+        {f.attname: _org_value(f, value) for f, value in zip(_ORG_FIELDS, row[4:], strict=True)},
     )
     return ApiKeyRow(int(row[0]), row[1], _aware(row[2]), org, row[3])
+
+
+def _org_value(field: Any, value: Any) -> Any:
+    """A column of the org as the ORM would read it: aware times, and JSON columns (the
+    chosen alert recipients) parsed, which a hand-written statement leaves as text."""
+    if field.attname == "created_at":
+        return _aware(value)
+    if isinstance(field, JSONField) and isinstance(value, str):
+        return json.loads(value)
+    return value
 
 
 def touch_api_key(key_id: int, last_used_at: datetime) -> None:

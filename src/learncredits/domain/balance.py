@@ -30,9 +30,28 @@ def split_start(cost: int, credits: int) -> StartSplit:
     return StartSplit(from_balance=from_balance, overage=cost - from_balance)
 
 
-def is_at_risk(counters: Counters, alert_threshold: int) -> bool:
-    """At risk: something is reserved and available has reached the org's threshold."""
-    return counters.assigned > 0 and counters.available <= alert_threshold
+@dataclass(frozen=True)
+class AlertThreshold:
+    """An org's low-balance line (docs/product.md section 9): a number of credits, or, when
+    ``percent`` is set, that percentage of the credits the org holds (rounded down), so the
+    line follows the balance as the org buys and spends. ``credits`` is kept while a
+    percentage is in force, for when the org goes back to a fixed number."""
+
+    credits: int = 0
+    percent: int | None = None
+
+    def line(self, credits_held: int) -> int:
+        """The threshold in credits for an org holding ``credits_held``."""
+        if self.percent is None:
+            return self.credits
+        return self.percent * max(credits_held, 0) // 100
+
+
+def is_at_risk(counters: Counters, threshold: AlertThreshold) -> bool:
+    """At risk: something is reserved and available has reached the org's threshold. The
+    one place the rule is stated; every write path, the re-evaluation after a threshold
+    change and the balance read ask it."""
+    return counters.assigned > 0 and counters.available <= threshold.line(counters.credits)
 
 
 def falls_below_trigger(available_before: int, available_after: int, trigger: int | None) -> bool:
@@ -42,11 +61,20 @@ def falls_below_trigger(available_before: int, available_after: int, trigger: in
     return trigger is not None and available_after < trigger <= available_before
 
 
-def credits_to_leave_risk(available: int, alert_threshold: int) -> int:
+def credits_to_leave_risk(counters: Counters, threshold: AlertThreshold) -> int:
     """The fewest credits to buy for available to be above the threshold again (at risk is
-    ``available <= threshold``, so one more than the gap); 0 when it already is. The at-risk
-    email and the dashboard's banner both offer this quantity, so they must agree."""
-    return max(0, alert_threshold - available + 1)
+    ``available <= line``, so one more than the gap); 0 when it already is. The at-risk
+    email and the dashboard's banner both offer this quantity, so they must agree.
+
+    A purchase of n raises both credits and available by n, so a percentage line rises by
+    p% of n too: n must satisfy ``100 * (available + n) > p * (credits + n)``, that is
+    ``n * (100 - p) > p * credits - 100 * available``."""
+    if threshold.percent is None:
+        return max(0, threshold.credits - counters.available + 1)
+    gap = threshold.percent * counters.credits - 100 * counters.available
+    if gap < 0:
+        return 0
+    return gap // (100 - threshold.percent) + 1
 
 
 @dataclass(frozen=True)

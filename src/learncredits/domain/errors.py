@@ -115,6 +115,14 @@ class Unauthenticated(DomainError):
     title = "Unauthenticated"
 
 
+class InvalidRecipients(ValidationFailed):
+    """A choice of alert recipients that cannot be kept: an address that is not one, too many
+    addresses, someone who is not an owner or admin of the org, or nobody at all."""
+
+    code = "invalid_recipients"
+    title = "Invalid alert recipients"
+
+
 class IdempotencyKeyReused(ValidationFailed):
     """The same Idempotency-Key was sent before with another request."""
 
@@ -137,6 +145,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     AlreadyExists: 409,
     BudgetExceeded: 409,
     MalformedRequest: 400,
+    InvalidRecipients: 422,
     ValidationFailed: 422,
 }
 

@@ -2,9 +2,10 @@
 
 One email when an org becomes at risk, one for the first overage of a period, one per issued
 invoice and credit note, one per declined payment (and when auto top-up or a webhook endpoint
-is switched off). Recipients: the org's billing email and its admins. One more, to the owner
-and admins only, lists the assignments nobody started that will be released in seven days
-(credits/aging.py).
+is switched off). Recipients: the ones an owner or admin chose (tenancy/recipients.py), else
+the org's billing email and its admins. One more, to the owner and admins only unless
+recipients were chosen, lists the assignments nobody started that will be released in seven
+days (credits/aging.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from django.template.loader import render_to_string
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.models import Event
 from learncredits.domain import pricing
-from learncredits.domain.balance import credits_to_leave_risk
+from learncredits.domain.balance import AlertThreshold, Counters, credits_to_leave_risk
 from learncredits.domain.money import format_cents
 from learncredits.notify.models import EmailMessage
-from learncredits.tenancy.models import Membership, Organization
+from learncredits.tenancy import recipients as alert_recipients
+from learncredits.tenancy.models import Organization
 
 SUBJECTS = {
     "balance.at_risk": "Your learncredits balance is running low",
@@ -35,20 +37,23 @@ SUBJECTS = {
 
 
 def recipients(org: Organization) -> list[str]:
-    # Owners are admins too (docs/identity.md, "Roles").
-    admins = Membership.objects.filter(
-        org=org, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN]
-    ).values_list("user__email", flat=True)
-    return list(dict.fromkeys([org.billing_email, *admins]))
+    """Who gets the org's emails: the recipients an owner or admin chose on Settings >
+    Billing (tenancy/recipients.py), or, until someone chooses, the billing email and every
+    owner and admin (owners are admins too, docs/identity.md "Roles")."""
+    chosen = alert_recipients.chosen_emails(org)
+    if chosen is not None:
+        return chosen
+    return list(dict.fromkeys([org.billing_email, *alert_recipients.owners_and_admins(org)]))
 
 
 def admins_and_owner(org: Organization) -> list[str]:
-    """Who decides about the org's assignments: its owner and admins (the billing email
-    when it has neither)."""
-    people = Membership.objects.filter(
-        org=org, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN]
-    ).values_list("user__email", flat=True)
-    return list(dict.fromkeys(email for email in people if email)) or [org.billing_email]
+    """Who decides about the org's assignments, for the release warning: the chosen
+    recipients when someone chose, else its owner and admins (the billing email when it
+    has neither)."""
+    chosen = alert_recipients.chosen_emails(org)
+    if chosen is not None:
+        return chosen
+    return alert_recipients.owners_and_admins(org) or [org.billing_email]
 
 
 def _top_up_quote(needed: int) -> dict[str, Any] | None:
@@ -133,9 +138,15 @@ def compose(event: Event) -> EmailMessage | None:
         "billing_url": settings.LEARNCREDITS_BASE_URL.rstrip("/") + "/settings/billing",
     }
     if event.type == "balance.at_risk":
-        context["quote"] = _top_up_quote(
-            credits_to_leave_risk(data["available"], data["alert_threshold"])
+        # The line as it was (a percentage rises with what is bought, so the quantity
+        # is computed from the rule, not from the line in credits alone).
+        percent = data.get("alert_threshold_percent")
+        threshold = AlertThreshold(
+            credits=int(data["alert_threshold"]),
+            percent=int(percent) if percent is not None else None,
         )
+        counters = Counters(int(data["credits"]), int(data["assigned"]))
+        context["quote"] = _top_up_quote(credits_to_leave_risk(counters, threshold))
     for key in ("total_cents", "amount_cents"):
         if key in data:
             context[key.replace("_cents", "")] = format_cents(int(data[key]))

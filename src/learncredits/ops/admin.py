@@ -153,7 +153,7 @@ class BalanceInline(_TabularInline):
 class OrganizationAdmin(_ModelAdmin):
     list_display = ("id", "name", "billing_email", "timezone", "alert_threshold", "created_at")
     search_fields = ("name", "billing_email")
-    fields = ("name", "billing_email", "timezone", "alert_threshold")
+    fields = ("name", "billing_email", "timezone", "alert_threshold", "alert_threshold_percent")
     inlines = [BalanceInline]
     change_form_template = "admin/learncredits/organization_change.html"
 

@@ -56,6 +56,7 @@ PAGES: Final[dict[str, frozenset[str]]] = {
     "web:buy_quote": _BUYERS,
     "web:test_authenticate": _BUYERS,
     "web:billing": _BUYERS,
+    "web:alert_recipients": _ADMINS,  # who receives the alert emails (on the billing page)
     "web:payment_method": _BUYERS,
     "web:ledger_csv": _BUYERS,
     "web:invoice": _BUYERS,

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone as dj_timezone
 
+from learncredits.domain.balance import AlertThreshold
 from learncredits.secrets_at_rest import EncryptedCharField
 
 
@@ -17,8 +18,15 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     billing_email = models.EmailField(max_length=254)
     timezone = models.CharField(max_length=64, default="UTC")
-    # At risk when assigned > 0 and available <= alert_threshold (docs/product.md section 9).
+    # At risk when assigned > 0 and available <= the threshold (docs/product.md section 9):
+    # ``alert_threshold`` credits, or, when ``alert_threshold_percent`` is set (1 to 99),
+    # that percentage of the credits held. See ``alert_line``.
     alert_threshold = models.IntegerField(default=0)
+    alert_threshold_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Who gets the org's alert emails (notify/emails.py), as chosen on Settings > Billing:
+    # ``{"billing_email": bool, "user_ids": [...], "emails": [...]}`` (tenancy/recipients.py);
+    # null until someone chooses: the billing email and every owner and admin.
+    alert_recipients = models.JSONField(null=True, blank=True)
     # Mirror of the enabled auto top-up rule's trigger (billing.AutoTopUp.below_available),
     # kept on the org so the write paths know without a query; null when no rule is active.
     auto_top_up_below = models.IntegerField(null=True, blank=True)
@@ -39,6 +47,10 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def alert_line(self) -> AlertThreshold:
+        """The org's at-risk threshold as the domain rule takes it (domain/balance.py)."""
+        return AlertThreshold(credits=self.alert_threshold, percent=self.alert_threshold_percent)
 
 
 class Department(models.Model):

@@ -31,7 +31,7 @@ from learncredits.audit import trail as audit
 from learncredits.db import routing, store
 from learncredits.domain import jurisdictions
 from learncredits.domain.errors import NotFound, ValidationFailed
-from learncredits.tenancy import access, team
+from learncredits.tenancy import access, recipients, team
 from learncredits.tenancy.models import (
     ApiKey,
     ApiKeyPrefix,
@@ -120,6 +120,27 @@ def _clean_threshold(value: int) -> int:
     return value
 
 
+MIN_THRESHOLD_PERCENT = 1
+MAX_THRESHOLD_PERCENT = 99
+
+
+def clean_threshold_percent(value: object) -> int | None:
+    """The one rule for a threshold given as a percentage of the credits held
+    (domain/balance.AlertThreshold): a whole percent from 1 to 99, or None for a number of
+    credits instead. 100 would keep an org at risk whenever anything is reserved."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        value = ids.whole_number(value, low=-MAX_THRESHOLD, high=MAX_THRESHOLD)
+    if value is None or not MIN_THRESHOLD_PERCENT <= value <= MAX_THRESHOLD_PERCENT:
+        raise ValidationFailed(
+            f"alert_threshold_percent must be a whole number from {MIN_THRESHOLD_PERCENT} "
+            f"to {MAX_THRESHOLD_PERCENT}, or null for a number of credits",
+            field="alert_threshold_percent",
+        )
+    return value
+
+
 MAX_RELEASE_UNSTARTED_DAYS = 3650
 
 
@@ -191,27 +212,70 @@ def clean_tax_profile(value: object) -> dict[str, object]:
     }
 
 
-def clean_org_settings(changes: Mapping[str, object]) -> dict[str, object]:
+def clean_org_settings(
+    changes: Mapping[str, object], org: Organization | None = None
+) -> dict[str, object]:
     """The organization's settings as they would be stored, every value checked first, so a
     change with one refused value writes nothing. ``tax`` is the tax profile as a whole (or
-    None to remove it). The write itself is ``credits.accounts.update_org_settings``: a
-    threshold change must re-evaluate the balance's at-risk state in the same transaction."""
+    None to remove it). A threshold in credits given without a percentage switches the org
+    back to credits (so a caller that knows only ``alert_threshold`` keeps meaning it).
+    ``alert_recipients`` needs ``org`` (its owners and admins). The write itself is
+    ``credits.accounts.update_org_settings``: a threshold change must re-evaluate the
+    balance's at-risk state in the same transaction."""
     cleaners: dict[str, Callable[[Any], object]] = {
         "name": lambda v: _clean_name(str(v)),
         "billing_email": lambda v: _clean_email(str(v), "billing_email"),
         "timezone": lambda v: _clean_timezone(str(v)),
         "alert_threshold": lambda v: _clean_threshold(int(v)),
+        "alert_threshold_percent": clean_threshold_percent,
         "release_unstarted_after_days": clean_release_unstarted_after_days,
     }
     cleaned: dict[str, object] = {}
     for field, value in changes.items():
         if field == "tax":
             cleaned.update(clean_tax_profile(value))
+        elif field == "alert_recipients" and org is not None:
+            cleaned[field] = recipients.clean_alert_recipients(org, value)
         elif field in cleaners:
             cleaned[field] = cleaners[field](value)
         else:
             raise ValidationFailed(f"{field} is not an organization setting")
+    if (
+        "alert_threshold" in cleaned
+        and "alert_threshold_percent" not in changes
+        and (org is None or org.alert_threshold_percent is not None)
+    ):
+        cleaned["alert_threshold_percent"] = None
     return cleaned
+
+
+def save_org_settings(org: Organization, cleaned: Mapping[str, object], *, actor: str) -> None:
+    """Write settings already checked by ``clean_org_settings``, with their ``org.update``
+    audit row (before and after), in the caller's transaction: the one write of the org's
+    settings, for ``credits.accounts.update_org_settings`` and ``set_alert_recipients``."""
+    before = {field: getattr(org, field) for field in cleaned}
+    for field, value in cleaned.items():
+        setattr(org, field, value)
+    org.save(update_fields=list(cleaned))
+    audit.record(
+        actor,
+        "org.update",
+        org_id=org.pk,
+        target=f"org_{org.pk}",
+        before=before,
+        after=dict(cleaned),
+    )
+
+
+def set_alert_recipients(org: Organization, value: object, *, actor: str) -> Organization:
+    """Choose who receives the org's alert emails (None: back to the defaults), for the
+    page. Checked first by the one rule (``recipients.clean_alert_recipients``, refusing
+    with ``invalid_recipients``); the write and its audit row are one transaction. No
+    balance lock: who is emailed changes nothing the write paths decide on."""
+    cleaned = recipients.clean_alert_recipients(org, value)
+    with transaction.atomic():
+        save_org_settings(org, {"alert_recipients": cleaned}, actor=actor)
+    return org
 
 
 def get_org(org_id: int) -> Organization:

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from learncredits.catalog.services import current_price_book
 from learncredits.credits.queries import balance_view
 from learncredits.domain import pricing
-from learncredits.domain.balance import credits_to_leave_risk
+from learncredits.domain.balance import Counters, credits_to_leave_risk
 from learncredits.domain.money import format_cents
 from learncredits.tenancy import access
 
@@ -31,7 +31,9 @@ def dashboard(request: HttpRequest) -> dict[str, Any]:
         balance = balance_view(membership.org)
         context["balance"] = balance
         if balance.at_risk:
-            needed = credits_to_leave_risk(balance.available, membership.org.alert_threshold)
+            needed = credits_to_leave_risk(
+                Counters(balance.credits, balance.assigned), membership.org.alert_line()
+            )
             quote = pricing.quote(
                 current_price_book(), max(1, min(needed, pricing.MAX_PURCHASE_QUANTITY))
             )

@@ -80,6 +80,7 @@ urlpatterns = [
     path("settings/profile", account_views.profile_page, name="profile"),
     path("settings/password", account_views.password_page, name="password"),
     path("settings/billing/ledger.csv", views.ledger_csv, name="ledger_csv"),
+    path("settings/billing/alert-recipients", views.alert_recipients, name="alert_recipients"),
     path("settings/billing/invoices/<int:invoice_id>", views.invoice, name="invoice"),
     path(
         "settings/billing/invoices/<int:invoice_id>.pdf", views.invoice_download, name="invoice_pdf"

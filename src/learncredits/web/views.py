@@ -42,14 +42,22 @@ from learncredits.billing.models import AutoTopUp, Invoice
 from learncredits.billing.payments import TestProvider
 from learncredits.catalog.models import Content
 from learncredits.catalog.services import current_price_book
-from learncredits.credits import accounts, actions, aging, budgets, ledger_export, queries
-from learncredits.credits.models import Alert, Assignment, LedgerEntry, Purchase
+from learncredits.credits import (
+    accounts,
+    actions,
+    aging,
+    alert_history,
+    budgets,
+    ledger_export,
+    queries,
+)
+from learncredits.credits.models import Assignment, LedgerEntry, Purchase
 from learncredits.credits.queries import balance_view
 from learncredits.domain import jurisdictions, pricing, tax
 from learncredits.domain.errors import DomainError, NotFound, ValidationFailed
 from learncredits.domain.errors import http_status as status_for
 from learncredits.domain.money import format_cents
-from learncredits.tenancy import access, employee_import, team
+from learncredits.tenancy import access, employee_import, recipients, team
 from learncredits.tenancy import departments as tenancy_departments
 from learncredits.tenancy import services as tenancy
 from learncredits.tenancy.actors import actor_names
@@ -815,6 +823,7 @@ def _billing_page(
     org: Organization,
     *,
     tax_form: dict[str, Any] | None = None,
+    recipients_form: dict[str, Any] | None = None,
     status: int = 200,
 ) -> HttpResponse:
     tz = ZoneInfo(org.timezone)
@@ -867,7 +876,8 @@ def _billing_page(
             "invoices": invoices,
             "forecast": reports.forecast(org),
             "rule": AutoTopUp.objects.filter(org=org).first(),
-            "alerts": Alert.objects.filter(org=org).order_by("-pk")[:10],
+            "alert_history": alert_history.history(org),
+            **_recipients_context(request, org, recipients_form),
             "timezones": _TIMEZONES,
             "tz": org.timezone,
             **_tax_profile_context(org, tax_form),
@@ -925,16 +935,17 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
     form = request.POST.get("form")
     try:
         if form == "alerts":
-            threshold = _int(
-                request.POST.get("alert_threshold"),
-                "alert threshold",
-                low=-tenancy.MAX_THRESHOLD,
-                high=tenancy.MAX_THRESHOLD,
-            )
-            changes: dict[str, object] = {
-                "alert_threshold": threshold,
-                "billing_email": request.POST.get("billing_email", ""),
-            }
+            changes: dict[str, object] = {"billing_email": request.POST.get("billing_email", "")}
+            if request.POST.get("alert_threshold_kind") == "percent":
+                # A percentage of the credits held; the service holds its bounds.
+                changes["alert_threshold_percent"] = request.POST.get("alert_threshold", "")
+            else:
+                changes["alert_threshold"] = _int(
+                    request.POST.get("alert_threshold"),
+                    "alert threshold",
+                    low=-tenancy.MAX_THRESHOLD,
+                    high=tenancy.MAX_THRESHOLD,
+                )
             if "timezone" in request.POST:
                 # Dates on every page, periods and the forecast follow it; the service
                 # checks it is an IANA zone name.
@@ -972,6 +983,72 @@ def _save_billing_settings(request: HttpRequest, org: Organization) -> None:
             messages.success(request, "Auto top-up saved.")
     except DomainError as exc:
         _fail(request, exc)
+
+
+def _recipients_context(
+    request: HttpRequest, org: Organization, form: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The alert recipients form: every owner and admin with whether they receive alerts,
+    the billing email's box and the extra addresses (the saved choice, the defaults, or
+    what was typed when it was refused). Shown to the roles that may change it."""
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    choice = recipients.choice_of(org)
+    if form is None:
+        form = {
+            "billing_email": choice.billing_email,
+            "user_ids": choice.user_ids,
+            "emails": "\n".join(choice.emails),
+        }
+    people = (
+        Membership.objects.filter(org=org, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
+        .select_related("user")
+        .order_by("user__email")
+    )
+    return {
+        "may_choose_recipients": access.may(membership.role, "web:alert_recipients"),
+        "recipients_chosen": choice.chosen,
+        "recipients_form": form,
+        "recipient_people": [
+            {
+                "id": m.user_id,
+                "name": m.user.get_full_name() or m.user.email,
+                "email": m.user.email,
+                "role": m.role,
+                "checked": m.user_id in form["user_ids"],
+            }
+            for m in people
+        ],
+        "max_extra_emails": recipients.MAX_EXTRA_EMAILS,
+        "threshold_percent_bounds": (tenancy.MIN_THRESHOLD_PERCENT, tenancy.MAX_THRESHOLD_PERCENT),
+    }
+
+
+@org_admin
+@require_POST
+def alert_recipients(request: HttpRequest) -> HttpResponse:
+    """Choose who receives the org's alert emails (owners and admins; the access table),
+    or go back to the defaults. A refused choice shows the page again with what was typed,
+    the reason and its code (``invalid_recipients``)."""
+    org = _org(request)
+    if request.POST.get("action") == "defaults":
+        tenancy.set_alert_recipients(org, None, actor=_actor(request))
+        messages.success(request, "Alerts go to the billing email and every owner and admin.")
+        return redirect(reverse("web:billing") + "#alert-recipients")
+    typed = request.POST.get("extra_emails", "")
+    user_ids = [pk for pk in map(_id, request.POST.getlist("recipient_user")) if pk is not None]
+    choice = {
+        "billing_email": request.POST.get("billing_email_recipient") == "on",
+        "user_ids": user_ids,
+        "emails": recipients.split_addresses(typed),
+    }
+    try:
+        tenancy.set_alert_recipients(org, choice, actor=_actor(request))
+    except ValidationFailed as exc:
+        _fail(request, exc)
+        form = {**choice, "user_ids": frozenset(user_ids), "emails": typed, "code": exc.code}
+        return _billing_page(request, org, recipients_form=form, status=status_for(exc))
+    messages.success(request, "Alert recipients saved.")
+    return redirect(reverse("web:billing") + "#alert-recipients")
 
 
 def _tax_profile_context(org: Organization, form: dict[str, Any] | None) -> dict[str, Any]:
