@@ -184,6 +184,10 @@ PAGES: dict[str, str] = {
     "settings/team": PAGE_ADMIN,
     "settings/audit": PAGE_ADMIN,
     "settings/audit.csv": PAGE_ADMIN,
+    "settings/billing/alert-recipients": PAGE_ADMIN,
+    # one's own account (every role; a learner's as much as an admin's)
+    "settings/profile": PAGE_LEARNER,
+    "settings/password": PAGE_LEARNER,
 }
 
 # The operator console (namespace "admin", Django's admin site and our own views in it) is

@@ -71,6 +71,7 @@ NOT_A_PAGE: dict[str, str] = {
     "web:assignment_action": "a POST (cancel, reassign)",
     "web:employee_reactivate": "a POST",
     "web:department_edit": "a POST",
+    "web:alert_recipients": "a POST (the billing page's alert recipients form, checked there)",
 }
 
 

@@ -87,8 +87,12 @@ class Visitor:
 
     def on_receipt(self, said: str | None = None) -> None:
         """After a purchase: back on the billing page with the success message (saying
-        ``said``), whose link opens the receipt invoice's page."""
-        self.at("/settings/billing")
+        ``said``), whose link opens the receipt invoice's page. The charge goes through the
+        payment provider (a local server in these tests), so the wait is longer than a
+        page's: on a loaded machine it has taken more than the default five seconds."""
+        expect(self.page).to_have_url(
+            re.compile(re.escape(self.base + "/settings/billing") + r"(\?.*)?$"), timeout=30_000
+        )
         success = self.page.get_by_test_id("buy-success")
         expect(success).to_be_visible()
         if said is not None:

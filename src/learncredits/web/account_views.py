@@ -89,7 +89,11 @@ def password_page(request: HttpRequest) -> HttpResponse:
     refused, status = "", 200
     if request.method == "POST":
         data = {field: request.POST.get(field, "") for field in PASSWORD_FIELDS}
-        claimed = _claim_password_check(request, user.get_username())
+        # An empty current password is refused by the form without being checked, so it
+        # claims nothing of the sign-in budget (and writes nothing).
+        claimed = (
+            _claim_password_check(request, user.get_username()) if data["old_password"] else []
+        )
         try:
             if claimed is None:
                 raise ValidationFailed(TOO_MANY, errors={"old_password": [TOO_MANY]})
