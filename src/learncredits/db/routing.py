@@ -25,7 +25,10 @@ says where it read: ``X-LearnCredits-Read: primary`` or ``replica``.
 Lag is measured on the replica, at most once a second per process: a replica that has
 replayed everything it received is current (an idle primary sends no transactions, so the
 last replayed transaction's age alone would call a current replica late); otherwise its lag
-is the age of the last transaction it replayed.
+is the age of the last transaction it replayed. "Everything it received" is replay at or past
+the receive position, not equal to it: a restarted replica's receiver starts counting at
+the start of the WAL segment it resumes from, behind what was already replayed, and with an
+idle primary nothing new would ever arrive to make the two equal again.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ _read_alias: ContextVar[str] = ContextVar("learncredits_read_alias", default=DEF
 _LAG_SQL = (
     "SELECT CASE"
     " WHEN NOT pg_is_in_recovery() THEN 0"
-    " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0"
     " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
 )
 LAG_CHECK_SECONDS = 1.0
