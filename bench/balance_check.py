@@ -45,8 +45,8 @@ def child(employees: int, starts: int, reps: int) -> dict[str, Any]:
 
     from learncredits.catalog.services import create_content
     from learncredits.credits import actions
+    from learncredits.credits.accounts import create_org
     from learncredits.tenancy.models import Employee
-    from learncredits.tenancy.services import create_org
 
     org = create_org(name="Balance check", billing_email="bench@example.com")
     actions.adjust_credits(org, 10**9, reason="bench", actor="bench")
