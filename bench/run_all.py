@@ -1,6 +1,6 @@
 """Run every benchmark and print the table: what ``make bench`` runs.
 
-    .venv/bin/python bench/run_all.py            # full sizes (about 10 minutes on 2 cores: 548 s on 2026-12-03)
+    .venv/bin/python bench/run_all.py            # full sizes (about 10 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # smoke run: small sizes, short runs
     .venv/bin/python bench/run_all.py --only hot_path,balance_read
 
