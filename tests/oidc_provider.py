@@ -14,7 +14,6 @@ HTML forms) and returns the redirect back to us, with its code and state.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import shutil
@@ -30,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from tests.conftest import HOST, free_port, skip_unless_required
+from tests.npm import npm_ci
 
 HERE = Path(__file__).resolve().parent / "oidc"
 CLIENT_ID = "learncredits-test"
@@ -60,21 +60,7 @@ def node_missing() -> str | None:
 
 def ensure_installed() -> None:
     """``npm ci`` into tests/oidc when its node_modules is missing (one process at a time)."""
-    if (HERE / "node_modules" / "oidc-provider" / "package.json").exists():
-        return
-    with open(HERE / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (HERE / "node_modules" / "oidc-provider" / "package.json").exists():
-            return
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, f"npm ci in {HERE} failed:\n{done.stdout}\n{done.stderr}"
+    npm_ci(HERE, HERE / "node_modules" / "oidc-provider" / "package.json")
 
 
 @dataclass

@@ -21,9 +21,7 @@ as ``<page>.png`` and ``phone-<page>.png``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import pytest
 
 from learncredits.tenancy import access
 from tests.conftest import OrgHandle, ok, skip_unless_required
+from tests.npm import npm_ci
 from tests.web.test_browser import (  # noqa: F401  (fixtures, found by pytest by name)
     DESKTOP,
     PASSWORD,
@@ -175,18 +174,7 @@ def ensure_axe() -> str:
                 "accessibility test SKIPPED: no npm on PATH (Debian package 'npm')",
                 "LEARNCREDITS_REQUIRE_BROWSER",
             )
-        with open(AXE_DIR / ".install.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not AXE_JS.exists():
-                done = subprocess.run(
-                    ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                    cwd=AXE_DIR,
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                    check=False,
-                )
-                assert done.returncode == 0, f"npm ci in {AXE_DIR}:\n{done.stdout}{done.stderr}"
+        npm_ci(AXE_DIR, AXE_JS)
     return AXE_JS.read_text(encoding="utf-8")
 
 
