@@ -8,6 +8,7 @@ start the real console script and watch the real process tree through /proc.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import secrets
@@ -127,6 +128,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
         yield Served(process, port, log)
     finally:
         if process.poll() is None:
+            # The background worker leads a session of its own (so that a terminal's Ctrl+C
+            # reaches only serve), so killing serve's group alone would leave it running.
+            for worker in _tree(process.pid).background:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker, signal.SIGKILL)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
 
