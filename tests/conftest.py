@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.test import Client, override_settings
 
@@ -147,6 +149,26 @@ class OrgHandle:
 
     def act(self, assignment_id: str, verb: str, body: Any = None) -> Response:
         return self.api.post(self.path(f"/assignments/{assignment_id}/{verb}"), body)
+
+
+SIGNED_IN_PASSWORD = "a long enough password 42"
+
+
+def signed_in(org: OrgHandle, role: str = "admin", email: str | None = None) -> Client:
+    """A dashboard client signed in as a new user of the org with this role, added the way
+    an operator adds one (through the API); named "Pat <Role>", with a fresh email unless
+    one is given. Its user's id: ``client.session[SESSION_KEY]``."""
+    email = email or f"{role}.{uuid.uuid4().hex[:6]}@example.com"
+    body = {
+        "email": email,
+        "name": f"Pat {role.title()}",
+        "role": role,
+        "password": SIGNED_IN_PASSWORD,
+    }
+    ok(org.operator.post(org.path("/users"), body), 201)
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=email))
+    return client
 
 
 @pytest.fixture(scope="session")

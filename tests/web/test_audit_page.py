@@ -9,23 +9,11 @@ import io
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from learncredits.audit.models import AuditEvent
-from tests.conftest import OrgHandle, ok
+from tests.conftest import OrgHandle, ok, signed_in
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "a long enough password 42"
-
-
-def signed_in(org: OrgHandle, role: str) -> Client:
-    email = f"{role}.{uuid.uuid4().hex[:6]}@example.com"
-    body = {"email": email, "name": f"Pat {role.title()}", "role": role, "password": PASSWORD}
-    ok(org.operator.post(org.path("/users"), body), 201)
-    client = Client()
-    client.force_login(get_user_model().objects.get(username=email))
-    return client
 
 
 def org_pk(org: OrgHandle) -> int:

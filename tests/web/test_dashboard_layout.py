@@ -10,26 +10,14 @@ import uuid
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from learncredits.billing.models import Invoice
 from learncredits.credits.models import Purchase
 from learncredits.domain.balance import AlertThreshold, Counters, credits_to_leave_risk
 from learncredits.tenancy.models import Organization
-from tests.conftest import OrgHandle, ok
+from tests.conftest import OrgHandle, ok, signed_in
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "a long enough password 42"
-
-
-def signed_in(org: OrgHandle, role: str) -> Client:
-    email = f"{role}.{uuid.uuid4().hex[:6]}@example.com"
-    body = {"email": email, "name": f"Pat {role.title()}", "role": role, "password": PASSWORD}
-    ok(org.operator.post(org.path("/users"), body), 201)
-    client = Client()
-    client.force_login(get_user_model().objects.get(username=email))
-    return client
 
 
 def hooks(html: str) -> set[str]:

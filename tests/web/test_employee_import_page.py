@@ -5,30 +5,17 @@ lists the skipped ones; a clean file says exactly how many were imported. Both d
 from __future__ import annotations
 
 import re
-import uuid
 from html import unescape
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
 from learncredits.audit.models import AuditEvent
 from learncredits.credits.models import Event
 from learncredits.tenancy.models import Employee
-from tests.conftest import OrgHandle, ok
+from tests.conftest import OrgHandle, signed_in
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "a long enough password 42"
-
-
-def signed_in(org: OrgHandle, role: str = "admin") -> Client:
-    email = f"{role}.{uuid.uuid4().hex[:6]}@example.com"
-    body = {"email": email, "name": f"Pat {role.title()}", "role": role, "password": PASSWORD}
-    ok(org.operator.post(org.path("/users"), body), 201)
-    client = Client()
-    client.force_login(get_user_model().objects.get(username=email))
-    return client
 
 
 def org_pk(org: OrgHandle) -> int:

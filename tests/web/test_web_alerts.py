@@ -5,12 +5,11 @@ receives alert emails, through the page with Django's test client."""
 from __future__ import annotations
 
 import re
-import uuid
 from html import unescape
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY
 from django.db import transaction
 from django.test import Client
 
@@ -18,20 +17,14 @@ from learncredits import ids
 from learncredits.audit.models import AuditEvent
 from learncredits.credits.events import emit
 from learncredits.tenancy.models import Organization
-from tests.conftest import OrgHandle, ok
+from tests.conftest import OrgHandle, ok, signed_in
 
 pytestmark = pytest.mark.django_db
-PASSWORD = "a-Long-enough-pass-42"
 
 
-def signed_in(org: OrgHandle, role: str, email: str | None = None) -> tuple[Client, int]:
-    email = email or f"{role}.{uuid.uuid4().hex[:6]}@example.com"
-    body = {"email": email, "name": f"Pat {role.title()}", "role": role, "password": PASSWORD}
-    ok(org.operator.post(org.path("/users"), body), 201)
-    user = get_user_model().objects.get(username=email)
-    client = Client()
-    client.force_login(user)
-    return client, int(user.pk)
+def user_id(client: Client) -> int:
+    """The id of the user the client is signed in as."""
+    return int(client.session[SESSION_KEY])
 
 
 def row(org: OrgHandle) -> Organization:
@@ -65,7 +58,7 @@ def save_threshold(client: Client, kind: str, value: str) -> Any:
 
 @pytest.fixture
 def admin(org: OrgHandle) -> Client:
-    return signed_in(org, "admin", "boss@acme.example")[0]
+    return signed_in(org, "admin", "boss@acme.example")
 
 
 # --- the list of alerts --------------------------------------------------------------------------
@@ -169,7 +162,8 @@ def test_a_percentage_out_of_bounds_is_refused_and_nothing_changes(
 def test_an_admin_chooses_people_and_addresses_and_can_go_back_to_the_defaults(
     org: OrgHandle, admin: Client
 ) -> None:
-    owner, owner_id = signed_in(org, "owner", "owner@acme.example")
+    owner = signed_in(org, "owner", "owner@acme.example")
+    owner_id = user_id(owner)
     html = page(admin)
     assert "Not chosen yet" in section(html, "recipients-state")
     # The defaults are shown ticked: the billing email and every owner and admin.
@@ -218,7 +212,7 @@ def test_a_refused_choice_says_why_with_its_code_and_keeps_what_was_typed(
 def test_someone_who_is_not_an_owner_or_admin_cannot_be_chosen(
     org: OrgHandle, admin: Client
 ) -> None:
-    _, billing_id = signed_in(org, "billing")
+    billing_id = user_id(signed_in(org, "billing"))
     response = admin.post(
         "/settings/billing/alert-recipients", {"recipient_user": [str(billing_id)]}
     )
@@ -230,7 +224,7 @@ def test_someone_who_is_not_an_owner_or_admin_cannot_be_chosen(
 def test_the_billing_role_sees_the_alerts_but_may_not_choose_recipients(
     org: OrgHandle,
 ) -> None:
-    billing, _ = signed_in(org, "billing")
+    billing = signed_in(org, "billing")
     html = page(billing)
     assert 'data-testid="alerts-active"' in html
     assert 'data-testid="alert-recipients"' not in html

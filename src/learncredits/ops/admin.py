@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
 from learncredits import ids
 from learncredits.audit.models import AuditEvent
@@ -402,7 +403,7 @@ class PurchaseAdmin(OrgIdSearch, ReadOnlyAdmin):
         return changelist_link(
             Refund,
             f"purchase__id__exact={obj.pk}",
-            f"{count} refund{'s' if count > 1 else ''}",
+            ngettext("%(count)d refund", "%(count)d refunds", count) % {"count": count},
             "purchase-refunds",
         )
 
@@ -545,7 +546,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
         return changelist_link(
             CreditNote,
             f"credits_invoice__id__exact={obj.pk}",
-            f"{count} credit note{'s' if count > 1 else ''}",
+            ngettext("%(count)d credit note", "%(count)d credit notes", count) % {"count": count},
             "invoice-credit-notes",
         )
 
@@ -563,7 +564,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
         return changelist_link(
             Refund,
             f"purchase__id__exact={obj.purchase_id}",
-            f"{count} refund{'s' if count > 1 else ''}",
+            ngettext("%(count)d refund", "%(count)d refunds", count) % {"count": count},
             "invoice-refunds",
         )
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from learncredits.audit import trail as audit
 from learncredits.domain.errors import ValidationFailed
 from learncredits.tenancy import services
 from learncredits.tenancy.models import Employee, Organization
@@ -253,15 +252,7 @@ def import_employees(
                 [Employee(org=org, name=row.name, email=row.email) for row in rows],
                 batch_size=500,
             )
-            for employee in employees:
-                audit.record(
-                    actor,
-                    "employee.create",
-                    org_id=org.pk,
-                    target=f"emp_{employee.pk}",
-                    email=employee.email,
-                    source="csv_import",
-                )
+            services.record_employees_created(actor, org, employees, source="csv_import")
     except IntegrityError:
         raise ImportRefused(
             "An employee with one of these emails was added while importing; nothing was "

@@ -292,16 +292,27 @@ def create_employee(org: Organization, *, name: str, email: str, actor: str = "s
             employee = Employee.objects.create(
                 org=org, name=_clean_name(name), email=_clean_email(email, "email")
             )
-            audit.record(
-                actor,
-                "employee.create",
-                org_id=org.pk,
-                target=f"emp_{employee.pk}",
-                email=employee.email,
-            )
+            record_employees_created(actor, org, [employee])
             return employee
     except IntegrityError:
         raise ValidationFailed("an employee with this email already exists") from None
+
+
+def record_employees_created(
+    actor: str, org: Organization, employees: Iterable[Employee], **details: Any
+) -> None:
+    """Audit each new employee as ``employee.create``, the one shape of that row whoever
+    made them (by hand or by CSV import); ``details`` are added to each row's (the import's
+    ``source``)."""
+    for employee in employees:
+        audit.record(
+            actor,
+            "employee.create",
+            org_id=org.pk,
+            target=f"emp_{employee.pk}",
+            email=employee.email,
+            **details,
+        )
 
 
 # --- API keys -----------------------------------------------------------------------------
