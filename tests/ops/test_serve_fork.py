@@ -215,3 +215,21 @@ def test_links_default_to_the_address_serve_listens_on(served: Served) -> None:
     expected = f"LEARNCREDITS_BASE_URL=http://{HOST}:{served.port}".encode()
     assert expected in environ
     assert f"serving http://{HOST}:{served.port}/" in served.log.read_text()
+
+
+def test_killing_serve_outright_takes_the_background_worker_down(served: Served) -> None:
+    """The OOM killer (or ``kill -9``) gives serve no chance to stop its worker, which leads
+    a session of its own: the worker must notice that its parent died and leave by itself."""
+    tree = _tree(served.process.pid)
+    (background,) = tree.background
+    try:
+        os.kill(served.process.pid, signal.SIGKILL)  # serve alone, not its group or session
+        served.process.wait(30)
+        _wait_for("the orphaned background worker to exit", lambda: not _alive(background), 15)
+    finally:
+        # Whatever is left (the worker, without the fix; web workers that have not yet
+        # noticed gunicorn's arbiter is gone) must not outlive the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(background, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(served.process.pid, signal.SIGKILL)

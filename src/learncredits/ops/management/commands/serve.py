@@ -7,10 +7,12 @@ the child. One command still starts everything; ``--no-worker`` leaves the worke
 
 Stopping (Ctrl+C, SIGTERM): the worker child runs in a session of its own, so a terminal's
 Ctrl+C reaches only this command, which stops the worker itself, and no "restarting" or
-interrupted-import traceback shows up. A web process leaves with ``os._exit`` once gunicorn
-has finished its requests and Django's connections are closed: the interpreter's own
-shutdown would otherwise collect every object of the app (seconds on a busy machine, which
-outlasted gunicorn's graceful timeout and got the processes SIGKILLed).
+interrupted-import traceback shows up. Should this command die without stopping it (SIGKILL,
+the OOM killer), the worker notices and leaves by itself (ops/supervised.py). A web process
+leaves with ``os._exit`` once gunicorn has finished its requests and Django's connections are
+closed: the interpreter's own shutdown would otherwise collect every object of the app
+(seconds on a busy machine, which outlasted gunicorn's graceful timeout and got the
+processes SIGKILLed).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from django.core.management.base import BaseCommand, CommandError
 from gunicorn.app.base import BaseApplication
 
 from learncredits.ops.listen import listen_url
+from learncredits.ops.supervised import supervisor_environ
 
 
 class _Gunicorn(BaseApplication):
@@ -78,7 +81,10 @@ class _WorkerSupervisor:
         while not self.stopping.is_set():
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "learncredits.cli", "worker"],
-                env=os.environ.copy(),
+                # Tells the worker to leave when this process dies, however it dies. This
+                # thread outlives every worker it starts, as the kernel's parent-death signal
+                # (Linux) comes when the thread that started the child ends.
+                env=supervisor_environ(),
                 start_new_session=True,  # a terminal's Ctrl+C is for serve, which stops it
             )
             code = self.process.wait()

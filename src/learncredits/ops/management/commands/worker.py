@@ -7,6 +7,9 @@ webhooks every ``--outbox-interval`` seconds and, every ``HOUSEKEEPING_EVERY`` s
 purges expired idempotency records and warns about, then releases, assignments nobody started
 (credits/aging.py). Every step is idempotent, so running several workers is
 harmless.
+
+Started by ``serve``, the worker also leaves when serve dies, even if serve is killed
+outright (ops/supervised.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+
+from learncredits.ops.supervised import leave_with_supervisor
 
 logger = logging.getLogger(__name__)
 # Expired idempotency records are harmless for a while (never replayed): purging them every
@@ -72,6 +77,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
+        leave_with_supervisor(stop, options["interval"])
         if options["tick"] > 0:
             threading.Thread(
                 target=_schedule, args=(stop, options["tick"]), name="billing-tick", daemon=True
