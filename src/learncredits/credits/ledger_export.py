@@ -1,5 +1,8 @@
-"""The ledger as customers read it: one shape for the API's JSON and for the CSV export that
-both the API and the dashboard serve, so the two cannot drift apart."""
+"""The ledger as a CSV export, one writer for the API's and the dashboard's download.
+
+The JSON form of an entry is the API's schema (``LedgerEntryOut``), which this layer may not
+import (credits depends on nothing above it); the API's tests hold the CSV's columns to that
+schema's fields, in the same order, and each cell to the JSON value."""
 
 from __future__ import annotations
 
@@ -31,22 +34,24 @@ LEDGER_FIELDS = (
 )
 
 
-def ledger_entry(e: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": ids.encode("ledger", e.pk),
-        "type": e.type,
-        "credits_delta": e.credits_delta,
-        "assigned_delta": e.assigned_delta,
-        "overage_credits": e.overage_credits,
-        "credits_after": e.credits_after,
-        "assigned_after": e.assigned_after,
-        "assignment_id": ids.encode("assignment", e.assignment_id),
-        "purchase_id": ids.encode("purchase", e.purchase_id),
-        "department": getattr(e, "department", None),
-        "actor": e.actor,
-        "reason": e.reason,
-        "created_at": iso(e.created_at),
-    }
+def _csv_row(e: LedgerEntry) -> list[Any]:
+    """The entry's cells, in ``LEDGER_FIELDS`` order (the csv module writes None as an
+    empty cell)."""
+    return [
+        ids.encode("ledger", e.pk),
+        e.type,
+        e.credits_delta,
+        e.assigned_delta,
+        e.overage_credits,
+        e.credits_after,
+        e.assigned_after,
+        ids.encode("assignment", e.assignment_id),
+        ids.encode("purchase", e.purchase_id),
+        getattr(e, "department", None),
+        e.actor,
+        e.reason,
+        iso(e.created_at),
+    ]
 
 
 class _Echo:
@@ -75,8 +80,7 @@ def ledger_csv(org: Organization, department_id: int | None = None) -> Iterator[
     yield writer.writerow(LEDGER_FIELDS)
     entries = ledger_entries(org, department_id).order_by("pk").iterator(chunk_size=2000)
     for entry in entries:
-        row = ledger_entry(entry)
-        yield writer.writerow(["" if row[f] is None else row[f] for f in LEDGER_FIELDS])
+        yield writer.writerow(_csv_row(entry))
 
 
 def ledger_csv_filename(org: Organization, department_id: int | None = None) -> str:
