@@ -590,6 +590,25 @@ def test_active_api_key_is_the_key_and_its_org() -> None:
     assert store.active_api_key(key.prefix) is None
 
 
+@pytest.mark.parametrize("tax_exempt", [True, False])
+def test_active_api_key_decodes_the_org_as_the_orm_does(tax_exempt: bool) -> None:
+    """Same values and same types (1 == True, so equality alone would not see SQLite's 0/1
+    left where the ORM gives a bool, or a JSON column left as text)."""
+    org = _org()
+    Organization.objects.filter(pk=org.pk).update(
+        tax_exempt=tax_exempt, alert_recipients=["a@example.com"]
+    )
+    key, _ = create_api_key(org, name="ci")
+    found = store.active_api_key(key.prefix)
+    assert found is not None
+    by_orm = Organization.objects.get(pk=org.pk)
+    typed = lambda o: {  # noqa: E731
+        f.attname: (type(getattr(o, f.attname)), getattr(o, f.attname))
+        for f in Organization._meta.concrete_fields
+    }
+    assert typed(found.org) == typed(by_orm)
+
+
 def test_touch_api_key_records_the_moment() -> None:
     org = _org()
     key, _ = create_api_key(org, name="ci")

@@ -30,7 +30,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Field, JSONField, Model
+from django.db.models import DateTimeField, Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.transaction import TransactionManagementError
 from django.utils.dateparse import parse_datetime
@@ -206,6 +206,9 @@ def _aware_not_null(value: Any) -> datetime:
     return moment
 
 
+_ROWS = psycopg.pq.ExecStatus.TUPLES_OK
+
+
 def _run_one(
     statement: str, params: Sequence[Any], using: str = DEFAULT_DB_ALIAS
 ) -> list[tuple[Any, ...]]:
@@ -220,7 +223,11 @@ def _run_one(
             raw = psycopg.Cursor(cursor.cursor.connection)
             with db.wrap_database_errors:
                 raw.execute(statement, params)
-            return raw.fetchall() if raw.description is not None else []
+            # The result's status says whether it has rows; ``description`` would build a
+            # column object per column to say the same (authentication asks on every
+            # request).
+            result = raw.pgresult
+            return raw.fetchall() if result is not None and result.status == _ROWS else []
         cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -869,21 +876,38 @@ def active_api_key(prefix: str, using: str = DEFAULT_DB_ALIAS) -> ApiKeyRow | No
     if not rows:
         return None
     row = rows[0]
-    org = loaded(
-        Organization,
-        {f.attname: _org_value(f, value) for f, value in zip(_ORG_FIELDS, row[4:], strict=True)},
-    )
+    org = _org_from_row(row[4:])
     return ApiKeyRow(int(row[0]), row[1], _aware(row[2]), org, row[3])
 
 
-def _org_value(field: Any, value: Any) -> Any:
-    """A column of the org as the ORM would read it: aware times, and JSON columns (the
-    chosen alert recipients) parsed, which a hand-written statement leaves as text."""
-    if field.attname == "created_at":
-        return _aware(value)
-    if isinstance(field, JSONField) and isinstance(value, str):
-        return json.loads(value)
-    return value
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _org_decoder(field: Any) -> Callable[[Any], Any] | None:
+    """How a column of the org read on the raw cursor becomes what the ORM would give:
+    aware times, and JSON columns (the chosen alert recipients) parsed rather than text.
+    None: the value is used as it comes (SQLite's driver already turns Django's ``bool``
+    columns into booleans)."""
+    if isinstance(field, DateTimeField):
+        return _aware
+    if isinstance(field, JSONField):
+        return _json_value
+    return None
+
+
+# Worked out once: every API request decodes an org this way (authentication).
+_ORG_DECODERS = tuple((f.attname, _org_decoder(f)) for f in _ORG_FIELDS)
+
+
+def _org_from_row(values: Sequence[Any]) -> Organization:
+    return loaded(
+        Organization,
+        {
+            attname: value if decode is None else decode(value)
+            for (attname, decode), value in zip(_ORG_DECODERS, values, strict=True)
+        },
+    )
 
 
 def touch_api_key(key_id: int, last_used_at: datetime) -> None:
