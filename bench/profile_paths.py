@@ -3,6 +3,7 @@
     .venv/bin/pip install pyinstrument        # once, into the venv (not a dependency)
     .venv/bin/python bench/profile_paths.py start     # POST .../start through the Django stack
     .venv/bin/python bench/profile_paths.py balance   # GET .../balance
+    .venv/bin/python bench/profile_paths.py healthz   # GET /healthz: the framework alone
     .venv/bin/python bench/profile_paths.py close     # close_all, one org at a time
     .venv/bin/python bench/profile_paths.py bulk      # assign_bulk of 2,000 employees
 
@@ -25,15 +26,20 @@ from month_end import ledger_layout, previous_month
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["start", "balance", "close", "bulk"])
+    parser.add_argument("what", choices=["start", "balance", "healthz", "close", "bulk"])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--no-profiler", action="store_true", help="time the calls only (no profiler overhead)"
     )
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="count Python calls per request by function (cProfile), to compare two commits",
+    )
     args = parser.parse_args()
     period, start, end = previous_month()
-    if args.what in ("start", "balance"):
+    if args.what in ("start", "balance", "healthz"):
         layout = {"orgs": 100, "open_per_org": 20, "started_per_org": 44, "credit_cost": 3,
                   "purchased_per_org": 10**9, "contents": 11, "api_keys": True}  # fmt: skip
     elif args.what == "close":
@@ -42,7 +48,7 @@ def main() -> int:
         layout = {"orgs": 1, "employees_per_org": 2000, "purchased_per_org": 10**9,
                   "contents": args.calls + 1}  # fmt: skip
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    output = VAR_DIR / f"profile-{args.what}.txt"
+    output = VAR_DIR / f"profile-{args.what}{'-calls' if args.count_calls else ''}.txt"
     with service_database("lc_bench_profile", keep=args.keep) as env:
         generated = run_datagen(env, [layout])
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
@@ -52,12 +58,20 @@ def main() -> int:
                 "profile",
                 ["--what", args.what, "--generated", out.name, "--calls", str(args.calls),
                  "--period", period, "--output", str(output)]
-                + (["--no-profiler"] if args.no_profiler else []),
+                + (["--no-profiler"] if args.no_profiler else [])
+                + (["--count-calls"] if args.count_calls else []),
                 env,
             )  # fmt: skip
         finally:
             Path(out.name).unlink()
-    print(f"{result['what']}: {result['calls']} calls, {result['ms_per_call']:.2f} ms a call")
+    status = result["first_status"]
+    if status is not None and not 200 <= status < 300:
+        print(f"the first call answered {status}, so the profile would be of an error path")
+        return 1
+    if args.count_calls:
+        print(f"{result['what']}: {result['python_calls_per_call']:.1f} Python calls a request")
+    else:
+        print(f"{result['what']}: {result['calls']} calls, {result['ms_per_call']:.2f} ms a call")
     print(f"SQL of one call ({result['queries_in_one_call']} statements):")
     for sql in result["sql"]:
         print(f"  {sql}")
