@@ -654,6 +654,65 @@ def test_the_balance_check_follows_every_service_write(world: World) -> None:
     assert (balance.credits, balance.assigned) == (newest.credits_after, newest.assigned_after)
 
 
+def _balance_row_versions_written() -> int:
+    """Balance rows written (updated) in this database so far, as PostgreSQL counts them,
+    committed transactions only. The session's pending counts are flushed first."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = %s",
+            [Balance._meta.db_table],
+        )
+        (count,) = cursor.fetchone()
+        return int(count)
+
+
+def _entry_after(org: Organization, credits: int) -> LedgerEntry:
+    """An adjustment of ``credits`` whose after-values claim ``credits_after``."""
+    newest = _newest(org)
+    return LedgerEntry(
+        org=org,
+        type=LedgerEntry.Type.ADJUSTMENT,
+        credits_delta=1,
+        credits_after=credits,
+        assigned_after=newest.assigned_after,
+        actor=ACTOR,
+        reason="written by hand",
+    )
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_start_writes_its_balance_row_once(world: World) -> None:
+    """A start writes the balance before its ledger entry, so the entry's insert does not
+    rewrite the row (and queue a second check): one row version per start, not two."""
+    before = _balance_row_versions_written()
+    actions.start_assignment(world.org, world.assigned.pk, actor=ACTOR)
+    assert _balance_row_versions_written() - before == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_after_the_balance_write_is_checked_by_that_write(world: World) -> None:
+    """The insert skips the rewrite only because the transaction's own balance write has
+    queued the check, which reads the rows as they are at commit: a later entry that
+    disagrees is refused all the same, and one that agrees commits."""
+    credits = Balance.objects.get(org=world.org).credits
+    refused = pytest.raises(IntegrityError, match=r"differs from its newest ledger entry")
+    with refused, transaction.atomic():
+        Balance.objects.filter(org=world.org).update(credits=credits + 1)
+        _entry_after(world.org, credits + 2).save()
+    assert Balance.objects.get(org=world.org).credits == credits
+
+    before = _balance_row_versions_written()
+    with transaction.atomic():
+        Balance.objects.filter(org=world.org).update(credits=credits + 1)
+        _entry_after(world.org, credits + 1).save()
+    assert _balance_row_versions_written() - before == 1
+    assert _newest(world.org).credits_after == credits + 1
+
+
 def table_snapshot_of_balances() -> list[tuple[int, int, int]]:
     return list(Balance.objects.order_by("org_id").values_list("org_id", "credits", "assigned"))
 

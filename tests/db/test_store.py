@@ -153,6 +153,22 @@ def test_lock_balance_of_an_org_without_a_balance_row_is_none() -> None:
     assert pending.result() is None
 
 
+def test_the_balance_update_runs_first_of_its_batch_and_reads_keep_their_rows() -> None:
+    """update_balance_in leads its batch (a ledger insert after it then queues no second
+    balance check); statements queued before it keep their rows and row counts."""
+    org = _org()
+    Balance.objects.filter(org=org).update(credits=5)
+    batch = store.Batch()
+    before = store.lock_balance_in(batch, org.pk)  # queued first, runs second
+    store.update_balance_in(batch, org.pk, credits=12, assigned=5, at_risk=False)
+    after = store.lock_balance_in(batch, org.pk)
+    batch.run()
+    assert before.result() == after.result() == store.BalanceRow(12, 5, False)
+    with pytest.raises(ValueError, match="one leading statement"):
+        store.update_balance_in(batch, org.pk, credits=1, assigned=0, at_risk=False)
+        store.update_balance_in(batch, org.pk, credits=2, assigned=0, at_risk=False)
+
+
 def test_update_balance_writes_what_the_orm_reads() -> None:
     org, other = _org(), _org("Other")
     batch = store.Batch()

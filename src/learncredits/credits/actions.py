@@ -91,12 +91,13 @@ def _entry(
 def _write_balance(
     locked: LockedBalance, org: Organization, batch: store.Batch | None = None
 ) -> None:
-    """Write the balance row (last, to hold its lock no longer than needed) and, when the
-    change crosses the at-risk line, open or resolve the alert in the same transaction (as
-    well as the event asking the worker for an auto top-up, when one is due).
+    """Write the balance row and, when the change crosses the at-risk line, open or resolve
+    the alert in the same transaction (as well as the event asking the worker for an auto
+    top-up, when one is due).
 
-    ``batch`` holds writes not sent yet (a start's): the balance update joins them, so all
-    go in one round trip on PostgreSQL."""
+    ``batch`` holds writes not sent yet (a start's): the balance update joins them, ahead of
+    them (the lock is already held), so all go in one round trip on PostgreSQL and the
+    ledger entry among them queues no second balance check."""
     batch = batch or store.Batch()
     if locked.entries:
         counters = Counters(locked.credits, locked.assigned)

@@ -256,6 +256,7 @@ class Batch:
         self._expected: dict[int, int] = {}
         self._fetch: set[int] = set()
         self._fetched: dict[int, list[tuple[Any, ...]]] = {}
+        self._lead: int | None = None
 
     def _add(
         self,
@@ -264,47 +265,64 @@ class Batch:
         *,
         expect_rows: int | None = None,
         fetch: bool = False,
+        lead: bool = False,
     ) -> int:
         """Queue a statement; returns its index. With ``expect_rows``, ``run`` raises
         InvalidState unless it changes exactly that many rows (the transaction then rolls
-        back); with ``fetch``, its rows are kept for ``_rows``."""
+        back); with ``fetch``, its rows are kept for ``_rows``; with ``lead``, it runs
+        before every statement queued so far or later (one per batch)."""
         index = len(self._statements)
         if expect_rows is not None:
             self._expected[index] = expect_rows
         if fetch:
             self._fetch.add(index)
+        if lead:
+            if self._lead is not None:
+                raise ValueError("a batch has one leading statement")
+            self._lead = index
         self._statements.append((statement, params))
         return index
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self._statements)))
+        if self._lead is not None:
+            order.remove(self._lead)
+            order.insert(0, self._lead)
+        return order
 
     def _rows(self, index: int) -> list[tuple[Any, ...]]:
         return self._fetched[index]
 
     def run(self) -> None:
         """Run every queued statement in order (nothing when none is queued)."""
-        counts: list[int] = []
+        counts: dict[int, int] = {}
         self._fetched = {}
         if not self._statements:
             return
+        order = self._order()
         # Django's cursor first: it opens (or health-checks) the connection and maps
         # driver errors to django.db's, as for every other query.
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 conn = cursor.cursor.connection
-                cursors = []
+                cursors = {}
                 with connection.wrap_database_errors, conn.pipeline():
-                    for statement, params in self._statements:
+                    for index in order:
+                        statement, params = self._statements[index]
                         raw = psycopg.Cursor(conn)
                         raw.execute(statement, params)
-                        cursors.append(raw)
-                counts = [raw.rowcount for raw in cursors]
+                        cursors[index] = raw
+                counts = {index: raw.rowcount for index, raw in cursors.items()}
                 self._fetched = {i: cursors[i].fetchall() for i in self._fetch}
             else:
-                for index, (statement, params) in enumerate(self._statements):
+                for index in order:
+                    statement, params = self._statements[index]
                     cursor.execute(statement, params)
-                    counts.append(cursor.rowcount)
+                    counts[index] = cursor.rowcount
                     if index in self._fetch:
                         self._fetched[index] = cursor.fetchall()
         expected, self._statements, self._expected, self._fetch = self._expected, [], {}, set()
+        self._lead = None
         for index, rows in expected.items():
             if counts[index] != rows:  # pragma: no cover - the balance lock prevents it
                 raise InvalidState("a row changed concurrently")
@@ -381,10 +399,13 @@ def lock_balance_in(batch: Batch, org_id: int) -> Pending[BalanceRow | None]:
 def update_balance_in(
     batch: Batch, org_id: int, *, credits: int, assigned: int, at_risk: bool
 ) -> None:
-    """Write the org's balance row (the last write of every action)."""
+    """Write the org's balance row, first of the batch's statements: its lock is already
+    held (``lock_balance_in``), and a ledger insert after it in the same transaction then
+    queues no second balance check at commit (credits migration 0015)."""
     batch._add(
         f"UPDATE {_table(Balance)} SET credits = %s, assigned = %s, at_risk = %s WHERE org_id = %s",
         [credits, assigned, at_risk, org_id],
+        lead=True,
     )
 
 
