@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hordak", action="store_true", help="skip the django-hordak peer")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 1/2/4 process runs")
     parser.add_argument(
+        "--no-pgbench",
+        action="store_true",
+        help="skip the pgbench baseline (its write load leaves the server checkpointing, "
+        "which a comparison with a tree that has no baseline must not charge to one side)",
+    )
+    parser.add_argument(
         "--sweep",
         help="tune instead: WORKERSxTHREADS list, e.g. 2x4,2x8,3x4,4x4,4x8; runs spread and "
         "one-org for each (no scaling, in-process or hordak runs)",
@@ -90,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the baseline: pgbench on the same server ---------------------------------------------
     pg_tps: dict[int, float | None] = {1000: None, 1: None}
-    if have_pgbench() and (PGBENCH_DIR / "hot-path.sql").exists():
+    if args.no_pgbench:
+        report.note("--no-pgbench: no pgbench baseline")
+    elif have_pgbench() and (PGBENCH_DIR / "hot-path.sql").exists():
         name = "lc_bench_pgbench"
         create_db(name)
         try:
