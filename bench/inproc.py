@@ -251,15 +251,22 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     gen = json.loads(Path(args.generated).read_text())
     client = Client()
     calls: list[Any] = []
-    if args.what in ("start", "balance"):
+    if args.what in ("start", "balance", "start-action"):
+        from learncredits.credits.actions import start_assignment
+
         g = gen[0]
+        orgs = {o.pk: o for o in Organization.objects.filter(pk__gte=g["first_org_id"])}
         for i in range(args.calls + 1):
             org = g["first_org_id"] + i % g["orgs"]
             index = i % g["orgs"]
             base = g["first_assignment_id"] + index * g["assignments_per_org"]
             asg = base + g["started_per_org"] + i // g["orgs"]
             auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token(org)}"}
-            if args.what == "start":
+            if args.what == "start-action":
+                calls.append(
+                    lambda org=orgs[org], asg=asg: start_assignment(org, asg, actor="bench")
+                )
+            elif args.what == "start":
                 url = f"/api/v1/orgs/org_{org}/assignments/asg_{asg}/start"
                 calls.append(
                     lambda url=url, auth=auth: client.post(
@@ -295,7 +302,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     status = getattr(first, "status_code", None)
     sql = [q["sql"][:300] for q in queries.captured_queries]
     if args.count_calls:
-        return _count_calls(args, calls, status, sql)
+        before = _table_work()
+        result = _count_calls(args, calls, status, sql)
+        result["rows_per_call"] = _per_call(before, _table_work(), result["calls"])
+        return result
     try:
         from pyinstrument import Profiler
     except ImportError:
@@ -321,6 +331,39 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": seconds,
         "ms_per_call": seconds / max(1, len(calls) - 1) * 1000,
     }
+
+
+def _table_work() -> dict[str, dict[str, int]]:
+    """PostgreSQL's counts of rows inserted, updated (HOT or not) and read by index, per
+    table of this database, with this session's pending counts flushed first; empty
+    elsewhere. Like the Python call counts they do not vary from run to run."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
+            "COALESCE(idx_tup_fetch, 0), seq_scan FROM pg_stat_user_tables"
+        )
+        return {
+            row[0]: dict(zip(("inserted", "updated", "hot", "index_fetched", "seq_scans"),
+                             row[1:], strict=True))
+            for row in cursor.fetchall()
+        }  # fmt: skip
+
+
+def _per_call(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], calls: int
+) -> dict[str, dict[str, float]]:
+    changed: dict[str, dict[str, float]] = {}
+    for table, counts in after.items():
+        moved = {k: (v - before.get(table, {}).get(k, 0)) / calls for k, v in counts.items()}
+        if any(moved.values()):
+            changed[table] = {k: round(v, 2) for k, v in moved.items() if v}
+    return changed
 
 
 def _count_calls(
@@ -385,7 +428,9 @@ def main() -> None:
         p.add_argument("--tracemalloc", action="store_true")
     p = sub.add_parser("profile")
     p.add_argument(
-        "--what", choices=["start", "balance", "healthz", "close", "bulk"], required=True
+        "--what",
+        choices=["start", "start-action", "balance", "healthz", "close", "bulk"],
+        required=True,
     )
     p.add_argument("--generated", required=True)
     p.add_argument("--calls", type=int, default=200)
