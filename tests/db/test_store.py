@@ -109,6 +109,13 @@ def test_ping_answers() -> None:
     assert store.ping() is None
 
 
+@pytest.mark.postgres_only
+def test_a_primary_is_no_replica_and_lags_nothing() -> None:
+    """The replica's lag on the primary itself (not replaying): 0. The replica's own cases,
+    current, behind and restarted, are tests/db/test_replica.py's, on a real standby."""
+    assert store.replica_lag_seconds("default") == 0.0
+
+
 def test_a_loaded_instance_is_the_orm_instance() -> None:
     org = _org()
     (employee,) = _employees(org, 1)

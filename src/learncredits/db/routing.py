@@ -48,6 +48,8 @@ from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.http import HttpRequest, HttpResponse
 
+from learncredits.db import store
+
 logger = logging.getLogger(__name__)
 
 REPLICA_ALIAS = "replica"
@@ -78,12 +80,6 @@ REPLICA_ROUTES = tuple(
 
 _read_alias: ContextVar[str] = ContextVar("learncredits_read_alias", default=DEFAULT_DB_ALIAS)
 
-_LAG_SQL = (
-    "SELECT CASE"
-    " WHEN NOT pg_is_in_recovery() THEN 0"
-    " WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0"
-    " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
-)
 LAG_CHECK_SECONDS = 1.0
 
 
@@ -166,14 +162,11 @@ class ReplicaHealth:
         try:
             self._checked_at = now
             try:
-                with connections[REPLICA_ALIAS].cursor() as cursor:
-                    cursor.execute(_LAG_SQL)
-                    row = cursor.fetchone()
+                lag = store.replica_lag_seconds(REPLICA_ALIAS)
             except DatabaseError as exc:
                 self.last_lag = None
                 self.trip(exc)
                 return False
-            lag = None if row is None or row[0] is None else float(row[0])
             self.last_lag = lag
             limit = float(settings.DATABASE_REPLICA_MAX_LAG)
             # An unknown lag (nothing replayed or received since the replica started) is

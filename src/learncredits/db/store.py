@@ -351,6 +351,24 @@ def ping() -> None:
         cursor.fetchone()
 
 
+_REPLICA_LAG_SQL = (
+    "SELECT CASE"
+    " WHEN NOT pg_is_in_recovery() THEN 0"
+    " WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+)
+
+
+def replica_lag_seconds(using: str) -> float | None:
+    """How far the PostgreSQL database ``using`` (a streaming replica) is behind its primary,
+    in seconds: 0 when it is not replaying, or has replayed all it received (why that and
+    not the last transaction's age: db/routing.py); None when it cannot tell (nothing
+    replayed since it started). Raises DatabaseError when it does not answer."""
+    rows = _run_one(_REPLICA_LAG_SQL, [], using)
+    value = rows[0][0] if rows else None
+    return None if value is None else float(value)
+
+
 # --- the balance row --------------------------------------------------------------------------
 
 
