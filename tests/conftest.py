@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,6 +405,23 @@ def console_script() -> str:
     found = str(beside_python) if beside_python.exists() else shutil.which("learncredits")
     assert found, "the learncredits console script is not installed"
     return found
+
+
+# The test run's own database settings: a service a test starts must not inherit them.
+_THE_TEST_RUNS_OWN = frozenset({"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"})
+
+
+def service_env(database_url: str, *, drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
+    """The environment of a ``learncredits`` process a test starts: this process's, without
+    the test run's database settings (nor ``drop``), on ``database_url``, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _THE_TEST_RUNS_OWN and key not in drop
+    }
+    env["DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.db import connection
 
-from tests.conftest import HOST, ON_POSTGRES, console_script, free_port, migrate
+from tests.conftest import HOST, ON_POSTGRES, console_script, free_port, migrate, service_env
 from tests.stripe_proxy import HoldingProxy, holding_proxy
 
 if TYPE_CHECKING:
@@ -220,13 +220,8 @@ def service(
     tmp_path: Path, flushable: None, localstripe_server: LocalStripe, proxy: HoldingProxy
 ) -> Iterator[Service]:
     token = secrets.token_urlsafe(24)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DATABASE_URL=_database_url(tmp_path),
+    env = service_env(
+        _database_url(tmp_path),
         LEARNCREDITS_OPERATOR_TOKEN=token,
         LEARNCREDITS_RATE_LIMIT="",
         LEARNCREDITS_PAYMENT_PROVIDER="stripe",

@@ -11,7 +11,6 @@ Every database here is a real file or a real database of its own, made and used 
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import sqlite3
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import console_script
+from tests.conftest import console_script, service_env
 
 pytestmark = pytest.mark.slow  # starts processes: left out of make test-fast
 
@@ -58,14 +57,7 @@ print(f"WRITER {n}")
 
 
 def env_for(database_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env["DATABASE_URL"] = database_url
-    env.update(extra)
-    return env
+    return service_env(database_url, **extra)
 
 
 def learncredits(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedProcess:

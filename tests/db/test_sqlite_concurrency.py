@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HOST, console_script, free_port, migrate, wait_until_serving
+from tests.conftest import HOST, console_script, free_port, migrate, service_env, wait_until_serving
 
 pytestmark = pytest.mark.slow  # starts processes: left out of make test-fast
 
@@ -101,17 +101,9 @@ class Server:
 
 
 def _env(database: Path, token: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{database}",
-        LEARNCREDITS_OPERATOR_TOKEN=token,
-        LEARNCREDITS_RATE_LIMIT="",
+    return service_env(
+        f"sqlite:///{database}", LEARNCREDITS_OPERATOR_TOKEN=token, LEARNCREDITS_RATE_LIMIT=""
     )
-    return env
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ database; the console script itself runs once as a subprocess on its own SQLite 
 from __future__ import annotations
 
 import io
-import os
 import re
 import stat
 import subprocess
@@ -19,7 +18,7 @@ from django.core.management import call_command
 from learncredits.catalog.models import Content
 from learncredits.credits.models import Assignment, Balance, CreditLot, LedgerEntry, Purchase
 from learncredits.tenancy.models import ApiKey, Employee, Membership, Organization
-from tests.conftest import Api, around_the_balance_check, console_script, ok
+from tests.conftest import Api, around_the_balance_check, console_script, ok, service_env
 
 KEY_LINE = re.compile(r"API key:\s+(\S+)")
 ORG_LINE = re.compile(r"organization:.*\((org_\d+)\)")
@@ -214,13 +213,8 @@ def test_verify_ledger_exits_non_zero_on_a_mismatch(org):
 
 
 def run_script(args: list[str], cwd: Path, database: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env["DATABASE_URL"] = f"sqlite:///{database}"
-    env["LEARNCREDITS_VAR_DIR"] = str(cwd / "var")  # as `make run` sets it
+    # The var directory where `make run` puts it.
+    env = service_env(f"sqlite:///{database}", LEARNCREDITS_VAR_DIR=str(cwd / "var"))
     return subprocess.run(
         [console_script(), *args],
         cwd=cwd,

@@ -43,6 +43,7 @@ from tests.conftest import (
     free_port,
     migrate,
     redis_missing,
+    service_env,
     skip_unless_required,
     wait_until_serving,
 )
@@ -137,14 +138,9 @@ class Pair:
 
 def _start_pair(tmp_path: Path, cache_url: str | None) -> Iterator[Pair]:
     token = secrets.token_urlsafe(24)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key
-        not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE", "CACHE_URL"}
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'shared.sqlite3'}",
+    env = service_env(
+        f"sqlite:///{tmp_path / 'shared.sqlite3'}",
+        drop={"CACHE_URL"},
         LEARNCREDITS_OPERATOR_TOKEN=token,
         LEARNCREDITS_RATE_LIMIT=f"{BUDGET}/d",
         LEARNCREDITS_RATE_LIMIT_OPERATOR="",

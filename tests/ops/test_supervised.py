@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from learncredits.ops import supervised
-from tests.conftest import console_script
+from tests.conftest import console_script, service_env
 
 
 @pytest.mark.slow
@@ -25,13 +25,8 @@ def test_a_worker_whose_serve_has_already_gone_does_not_start(tmp_path: Path) ->
     """The race of PR_SET_PDEATHSIG: a parent that died before the request never signals."""
     gone = subprocess.Popen(["true"])
     gone.wait()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'worker.sqlite3'}",
+    env = service_env(
+        f"sqlite:///{tmp_path / 'worker.sqlite3'}",
         LEARNCREDITS_OPERATOR_TOKEN=secrets.token_urlsafe(24),
         # The worker's parent is this test, not the (exited) process it is told about.
         LEARNCREDITS_SUPERVISOR_PID=str(gone.pid),

@@ -46,6 +46,7 @@ from tests.conftest import (
     migrate,
     ok,
     run_threads,
+    service_env,
     wait_until_serving,
 )
 
@@ -284,17 +285,12 @@ def server(tmp_path: Path, flushable: None) -> Iterator[Server]:
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     token = secrets.token_urlsafe(24)
     checks_file = tmp_path / "password-checks"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "LEARNCREDITS_TEST_DB", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DATABASE_URL=_database_url(tmp_path),
+    env = service_env(
+        _database_url(tmp_path),
         LEARNCREDITS_OPERATOR_TOKEN=token,
         LEARNCREDITS_RATE_LIMIT="",
         LC_TEST_PASSWORD_CHECKS=str(checks_file),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH", "")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH", "")])),
     )
     env.setdefault("SECRET_KEY", "signin-test-" + secrets.token_urlsafe(48))
     if not ON_POSTGRES:
