@@ -294,7 +294,8 @@ class Batch:
         return self._fetched[index]
 
     def run(self) -> None:
-        """Run every queued statement in order (nothing when none is queued)."""
+        """Run every queued statement in order, a leading one first (nothing when none is
+        queued)."""
         counts: dict[int, int] = {}
         self._fetched = {}
         if not self._statements:
